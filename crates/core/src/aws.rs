@@ -1,0 +1,476 @@
+//! The SDK adapter behind [`Cloud`]: pagination, batching, error-code mapping and call counting
+//! live here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_autoscaling as asg;
+use aws_sdk_ec2 as ec2;
+use aws_sdk_sqs as sqs;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result};
+use crate::error::AwsError;
+use crate::model::{launch_failure, Group, Health, Instance, LaunchResult, LaunchSource, Member, SpotLaunch, Tags};
+
+/// Counts AWS calls per `service:Operation` (one per call, whatever its retries), for the scan
+/// summary, the demo and the API-budget tests. Cheap enough to stay on in production.
+#[derive(Debug, Clone, Default)]
+pub struct ApiCalls(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl ApiCalls {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Calls made since `before` (a snapshot), leaving out operations not called.
+    pub fn since(&self, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        self.snapshot()
+            .into_iter()
+            .map(|(op, n)| {
+                let d = n - before.get(&op).copied().unwrap_or(0);
+                (op, d)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+}
+
+impl Intercept for ApiCalls {
+    fn name(&self) -> &'static str {
+        "ApiCalls"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        if let (Some(meta), Ok(mut counts)) = (cfg.load::<Metadata>(), self.0.lock()) {
+            *counts.entry(format!("{}:{}", meta.service().to_ascii_lowercase().replace(' ', ""), meta.name())).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The real thing: EC2, Auto Scaling and SQS clients built once per cold start.
+#[derive(Debug, Clone)]
+pub struct AwsCloud {
+    ec2: ec2::Client,
+    asg: asg::Client,
+    sqs: sqs::Client,
+}
+
+impl AwsCloud {
+    /// Region, credentials and endpoints from the standard environment (`AWS_REGION`,
+    /// `AWS_ENDPOINT_URL*`, the Lambda role); retries with backoff on throttling and 5xx.
+    pub async fn from_env(calls: ApiCalls) -> Self {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .operation_timeout(Duration::from_secs(40))
+                    .build(),
+            )
+            .load()
+            .await;
+        Self::new(&config, calls)
+    }
+
+    pub fn new(config: &SdkConfig, calls: ApiCalls) -> Self {
+        Self {
+            ec2: ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(calls.clone()).build()),
+            asg: asg::Client::from_conf(asg::config::Builder::from(config).interceptor(calls.clone()).build()),
+            sqs: sqs::Client::from_conf(sqs::config::Builder::from(config).interceptor(calls).build()),
+        }
+    }
+}
+
+fn err<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    move |e| match &e {
+        SdkError::ServiceError(se) => AwsError::new(
+            operation,
+            se.err().code().map(str::to_owned),
+            se.err().message().map(str::to_owned),
+            se.raw().status() >= 500,
+        ),
+        SdkError::ConstructionFailure(_) => AwsError { transient: false, ..AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()) },
+        _ => AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()),
+    }
+}
+
+/// The HTTP status of a raw response, so that a 5xx without a known code is still transient.
+pub trait HasStatus {
+    fn status(&self) -> u16;
+}
+
+impl HasStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn ec2_filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> ec2::types::Filter {
+    ec2::types::Filter::builder().name(name).set_values(Some(values.into_iter().map(Into::into).collect())).build()
+}
+
+fn to_epoch(t: Option<&aws_smithy_types::DateTime>) -> i64 {
+    t.map(|t| t.secs()).unwrap_or_default()
+}
+
+fn to_group(g: &asg::types::AutoScalingGroup) -> Group {
+    let launch = if g.mixed_instances_policy().is_some() {
+        LaunchSource::MixedInstances
+    } else if let Some(lt) = g.launch_template() {
+        LaunchSource::Template {
+            id: lt.launch_template_id().unwrap_or_default().to_string(),
+            version: lt.version().unwrap_or("$Default").to_string(),
+        }
+    } else if g.launch_configuration_name().is_some() {
+        LaunchSource::Configuration
+    } else {
+        LaunchSource::None
+    };
+    Group {
+        name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+        min: g.min_size().unwrap_or_default(),
+        max: g.max_size().unwrap_or_default(),
+        desired: g.desired_capacity().unwrap_or_default(),
+        tags: g
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect(),
+        members: g
+            .instances()
+            .iter()
+            .map(|i| Member {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                lifecycle: i.lifecycle_state().map(|l| l.as_str().to_string()).unwrap_or_default(),
+                healthy: i.health_status().is_some_and(|h| h.eq_ignore_ascii_case("healthy")),
+                protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
+            })
+            .collect(),
+        launch,
+        suspended: g.suspended_processes().iter().filter_map(|p| p.process_name().map(str::to_string)).collect(),
+        availability_zones: g.availability_zones().to_vec(),
+    }
+}
+
+fn to_instance(i: &ec2::types::Instance) -> Instance {
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+        spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        subnet_id: i.subnet_id().map(str::to_string),
+        availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
+        launch_time: to_epoch(i.launch_time()),
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect(),
+    }
+}
+
+/// Filter values per DescribeInstances / DescribeAutoScalingGroups call.
+const FILTER_VALUES: usize = 100;
+
+impl Cloud for AwsCloud {
+    async fn groups(&self, query: &GroupQuery) -> Result<Vec<Group>> {
+        let filter = |name: String, value: &str| asg::types::Filter::builder().name(name).values(value).build();
+        let requests = match query {
+            GroupQuery::Tagged { key, value } => vec![self.asg.describe_auto_scaling_groups().filters(filter(format!("tag:{key}"), value))],
+            GroupQuery::HavingTag { key } => vec![self.asg.describe_auto_scaling_groups().filters(filter("tag-key".into(), key))],
+            GroupQuery::Named(names) => names
+                .chunks(FILTER_VALUES)
+                .map(|chunk| self.asg.describe_auto_scaling_groups().set_auto_scaling_group_names(Some(chunk.to_vec())))
+                .collect(),
+        };
+        let mut groups = Vec::new();
+        for request in requests {
+            let mut pages = request.max_records(100).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(err("autoscaling:DescribeAutoScalingGroups"))?;
+                groups.extend(page.auto_scaling_groups().iter().map(to_group));
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn instances(&self, query: &InstanceQuery, states: &[&str]) -> Result<Vec<Instance>> {
+        let selectors: Vec<ec2::types::Filter> = match query {
+            InstanceQuery::InGroups(names) => {
+                names.chunks(FILTER_VALUES).map(|c| ec2_filter("tag:aws:autoscaling:groupName", c.iter().cloned())).collect()
+            }
+            InstanceQuery::Tagged { key, value: None } => vec![ec2_filter("tag-key", [key.clone()])],
+            InstanceQuery::Tagged { key, value: Some(v) } => vec![ec2_filter(&format!("tag:{key}"), [v.clone()])],
+            InstanceQuery::Ids(ids) => ids.chunks(FILTER_VALUES).map(|c| ec2_filter("instance-id", c.iter().cloned())).collect(),
+        };
+        let mut out = Vec::new();
+        for selector in selectors {
+            let mut pages = self
+                .ec2
+                .describe_instances()
+                .filters(selector)
+                .filters(ec2_filter("instance-state-name", states.iter().copied()))
+                .max_results(1000)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(err("ec2:DescribeInstances"))?;
+                out.extend(page.reservations().iter().flat_map(|r| r.instances()).map(to_instance));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn health(&self, ids: &[String]) -> Result<BTreeMap<String, Health>> {
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(100) {
+            let page = self
+                .ec2
+                .describe_instance_status()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .include_all_instances(true)
+                .send()
+                .await
+                .map_err(err("ec2:DescribeInstanceStatus"))?;
+            for s in page.instance_statuses() {
+                let status = |summary: Option<&ec2::types::InstanceStatusSummary>| {
+                    summary.and_then(|s| s.status()).map(|s| s.as_str().to_string()).unwrap_or_default()
+                };
+                let health = Health {
+                    state: s.instance_state().and_then(|st| st.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                    system: status(s.system_status()),
+                    instance: status(s.instance_status()),
+                    ebs: s.attached_ebs_status().and_then(|e| e.status()).map(|st| st.as_str().to_string()),
+                };
+                out.insert(s.instance_id().unwrap_or_default().to_string(), health);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn group_of(&self, ids: &[String]) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(50) {
+            let page = self
+                .asg
+                .describe_auto_scaling_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .max_records(50)
+                .send()
+                .await
+                .map_err(err("autoscaling:DescribeAutoScalingInstances"))?;
+            for i in page.auto_scaling_instances() {
+                if let (Some(id), Some(group)) = (i.instance_id(), i.auto_scaling_group_name()) {
+                    out.insert(id.to_string(), group.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn termination_protected(&self, id: &str) -> Result<bool> {
+        let out = self
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(ec2::types::InstanceAttributeName::DisableApiTermination)
+            .send()
+            .await
+            .map_err(err("ec2:DescribeInstanceAttribute"))?;
+        Ok(out.disable_api_termination().and_then(|v| v.value()).unwrap_or(false))
+    }
+
+    async fn launch_spot(&self, launch: &SpotLaunch) -> Result<LaunchResult> {
+        use ec2::types::*;
+        let tags = launch.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let out = self
+            .ec2
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .client_token(&launch.client_token)
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(1)
+                    .default_target_capacity_type(DefaultTargetCapacityType::Spot)
+                    .build(),
+            )
+            .spot_options(SpotOptionsRequest::builder().allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized).build())
+            .launch_template_configs(
+                FleetLaunchTemplateConfigRequest::builder()
+                    .launch_template_specification(
+                        FleetLaunchTemplateSpecificationRequest::builder()
+                            .launch_template_id(&launch.template_id)
+                            .version(&launch.template_version)
+                            .build(),
+                    )
+                    .overrides(
+                        FleetLaunchTemplateOverridesRequest::builder()
+                            .instance_type(InstanceType::from(launch.instance_type.as_str()))
+                            .subnet_id(&launch.subnet_id)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags)).build())
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let e = err("ec2:CreateFleet")(e);
+                if e.transient {
+                    return Err(e);
+                }
+                return Ok(launch_failure(e.code(), e.message.as_deref().unwrap_or_default()));
+            }
+        };
+        // HTTP 200 can carry no instance and only errors.
+        if let Some(id) = out.instances().iter().flat_map(|i| i.instance_ids()).next() {
+            return Ok(LaunchResult::Launched { instance_id: id.clone() });
+        }
+        let first = out.errors().first();
+        Ok(launch_failure(
+            first.and_then(|e| e.error_code()).unwrap_or("NoInstanceLaunched"),
+            first.and_then(|e| e.error_message()).unwrap_or("CreateFleet returned no instance and no error"),
+        ))
+    }
+
+    async fn tag_instances(&self, ids: &[String], tags: &Tags) -> Result<()> {
+        let tags: Vec<ec2::types::Tag> = tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect();
+        for chunk in ids.chunks(500) {
+            self.ec2
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await
+                .map_err(err("ec2:CreateTags"))?;
+        }
+        Ok(())
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(100) {
+            self.ec2
+                .terminate_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(err("ec2:TerminateInstances"))?;
+        }
+        Ok(())
+    }
+
+    async fn attach(&self, group: &str, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(20) {
+            self.asg
+                .attach_instances()
+                .auto_scaling_group_name(group)
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(err("autoscaling:AttachInstances"))?;
+        }
+        Ok(())
+    }
+
+    async fn terminate_in_group(&self, id: &str, decrement_desired: bool) -> Result<()> {
+        self.asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(id)
+            .should_decrement_desired_capacity(decrement_desired)
+            .send()
+            .await
+            .map_err(err("autoscaling:TerminateInstanceInAutoScalingGroup"))?;
+        Ok(())
+    }
+
+    async fn set_max_size(&self, group: &str, max: i32) -> Result<()> {
+        self.asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group)
+            .max_size(max)
+            .send()
+            .await
+            .map_err(err("autoscaling:UpdateAutoScalingGroup"))?;
+        Ok(())
+    }
+
+    async fn tag_group(&self, group: &str, key: &str, value: &str) -> Result<()> {
+        let tag = asg::types::Tag::builder()
+            .resource_id(group)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .value(value)
+            .propagate_at_launch(false)
+            .build();
+        self.asg.create_or_update_tags().tags(tag).send().await.map_err(err("autoscaling:CreateOrUpdateTags"))?;
+        Ok(())
+    }
+
+    async fn untag_group(&self, group: &str, key: &str) -> Result<()> {
+        let tag = asg::types::Tag::builder().resource_id(group).resource_type("auto-scaling-group").key(key).build();
+        self.asg.delete_tags().tags(tag).send().await.map_err(err("autoscaling:DeleteTags"))?;
+        Ok(())
+    }
+
+    async fn send(&self, queue_url: &str, messages: Vec<Outgoing>) -> Result<usize> {
+        let mut failed = 0;
+        for chunk in messages.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, m)| {
+                    sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(n.to_string())
+                        .message_body(&m.body)
+                        .set_delay_seconds((m.delay_seconds > 0).then_some(m.delay_seconds))
+                        .set_message_group_id(m.group_id.clone())
+                        .set_message_deduplication_id(m.dedup_id.clone())
+                        .build()
+                        .map_err(|e| AwsError { transient: false, ..AwsError::unanswered("sqs:SendMessageBatch", e.to_string()) })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(err("sqs:SendMessageBatch"))?;
+            for f in out.failed() {
+                tracing::error!(queue = %queue_url, code = %f.code(), reason = f.message().unwrap_or_default(), "message not sent");
+            }
+            failed += out.failed().len();
+        }
+        Ok(failed)
+    }
+}

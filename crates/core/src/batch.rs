@@ -1,0 +1,141 @@
+//! One SQS batch: each record parsed and handled on its own, every outcome sorted.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use futures::StreamExt;
+use tracing::{error, info, info_span, warn, Instrument};
+
+/// How one record ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Work done (or found already done): the message is deleted.
+    Done(String),
+    /// Deliberately not done (the group changed, no capacity, ...): deleted, nothing retried.
+    Dropped(String),
+    /// Bad input (malformed, unknown version, unknown or forged ids): reported as failed so it
+    /// reaches the dead-letter queue after the queue's maxReceiveCount. Nothing was changed.
+    Rejected(String),
+    /// A transient failure (throttling, 5xx): reported as failed, retried after the visibility
+    /// timeout, and dead-lettered if it keeps failing.
+    Retry(String),
+}
+
+impl Outcome {
+    pub fn acked(&self) -> bool {
+        matches!(self, Outcome::Done(_) | Outcome::Dropped(_))
+    }
+}
+
+/// Counts of outcomes, for the invocation's log line and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BatchTally {
+    pub done: usize,
+    pub dropped: usize,
+    pub rejected: usize,
+    pub retried: usize,
+}
+
+/// Runs `work` on every record's body, at most `concurrency` at once, and returns the partial
+/// batch response. Records with the same body in one batch (a duplicate delivery) are worked on
+/// once and share the outcome. A record without a message id cannot be reported as failed (an
+/// empty identifier fails the whole batch), so it is logged and dropped without any work.
+pub async fn handle_batch<F, Fut>(event: SqsEvent, concurrency: usize, work: F) -> (SqsBatchResponse, BatchTally)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let mut by_body: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut tally = BatchTally::default();
+    for record in event.records {
+        let Some(id) = record.message_id.filter(|id| !id.is_empty()) else {
+            error!(reason = "record has no messageId", "record dropped");
+            tally.dropped += 1;
+            continue;
+        };
+        by_body.entry(record.body.unwrap_or_default()).or_default().push(id);
+    }
+
+    let outcomes: Vec<(Vec<String>, Outcome)> = futures::stream::iter(by_body)
+        .map(|(body, ids)| {
+            let span = info_span!("record", message_id = %ids[0], duplicates = ids.len() - 1);
+            let fut = work(body);
+            async move { (ids, fut.await) }.instrument(span)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut response = SqsBatchResponse::default();
+    for (ids, outcome) in outcomes {
+        match &outcome {
+            Outcome::Done(what) => info!(message_id = %ids[0], outcome = "done", "{what}"),
+            Outcome::Dropped(why) => warn!(message_id = %ids[0], outcome = "dropped", reason = %why, "message dropped"),
+            Outcome::Rejected(why) => {
+                warn!(message_id = %ids[0], outcome = "rejected", reason = %why, "message rejected; it will reach the dead-letter queue")
+            }
+            Outcome::Retry(why) => warn!(message_id = %ids[0], outcome = "retry", reason = %why, "message will be retried"),
+        }
+        let n = ids.len();
+        match outcome {
+            Outcome::Done(_) => tally.done += n,
+            Outcome::Dropped(_) => tally.dropped += n,
+            Outcome::Rejected(_) => tally.rejected += n,
+            Outcome::Retry(_) => tally.retried += n,
+        }
+        if !outcome.acked() {
+            for id in ids {
+                response.add_failure(id);
+            }
+        }
+    }
+    (response, tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn event(records: &[(Option<&str>, &str)]) -> SqsEvent {
+        let records: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(id, body)| match id {
+                Some(id) => serde_json::json!({"messageId": id, "body": body}),
+                None => serde_json::json!({"body": body}),
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    #[tokio::test]
+    async fn failures_are_reported_per_record_and_duplicates_worked_once() {
+        let calls = AtomicUsize::new(0);
+        let ev = event(&[
+            (Some("1"), "ok"),
+            (Some("2"), "bad"),
+            (Some("3"), "later"),
+            (Some("4"), "ok"),
+            (Some("5"), "gone"),
+            (None, "ok-without-id"),
+        ]);
+        let (resp, tally) = handle_batch(ev, 2, |body| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match body.as_str() {
+                    "ok" => Outcome::Done("did it".into()),
+                    "bad" => Outcome::Rejected("malformed".into()),
+                    "later" => Outcome::Retry("throttled".into()),
+                    _ => Outcome::Dropped("group gone".into()),
+                }
+            }
+        })
+        .await;
+        let mut failed: Vec<&str> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        failed.sort();
+        assert_eq!(failed, ["2", "3"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "the duplicate body and the id-less record are not worked on");
+        assert_eq!(tally, BatchTally { done: 2, dropped: 2, rejected: 1, retried: 1 });
+    }
+}

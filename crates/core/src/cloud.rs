@@ -1,0 +1,65 @@
+//! The port: every AWS call the logic makes, over crate-owned types. [`crate::aws::AwsCloud`]
+//! implements it with the SDK; tests wrap it to inject what the emulator cannot produce.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::error::AwsError;
+use crate::model::{Group, Health, Instance, LaunchResult, SpotLaunch, Tags};
+
+pub type Result<T> = std::result::Result<T, AwsError>;
+
+/// Which groups to describe. Pagination is the adapter's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupQuery {
+    /// Server-side filter `tag:<key>` = `value`.
+    Tagged { key: String, value: String },
+    /// Server-side filter `tag-key` = `key`.
+    HavingTag { key: String },
+    Named(Vec<String>),
+}
+
+/// Which instances to describe; only instances in `states` are returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceQuery {
+    /// Members of these groups, by their `aws:autoscaling:groupName` tag.
+    InGroups(Vec<String>),
+    /// Instances carrying tag `key` (any value), or `key` = `value`.
+    Tagged { key: String, value: Option<String> },
+    Ids(Vec<String>),
+}
+
+pub const LIVE: &[&str] = &["pending", "running"];
+pub const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped"];
+
+/// A message to send; `group_id` and `dedup_id` only for FIFO queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    pub delay_seconds: i32,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+}
+
+pub trait Cloud: Send + Sync {
+    fn groups(&self, query: &GroupQuery) -> impl Future<Output = Result<Vec<Group>>> + Send;
+    fn instances(&self, query: &InstanceQuery, states: &[&str]) -> impl Future<Output = Result<Vec<Instance>>> + Send;
+    /// DescribeInstanceStatus, including instances that are not running yet.
+    fn health(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, Health>>> + Send;
+    /// DescribeAutoScalingInstances: which group, if any, each instance belongs to.
+    fn group_of(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    /// DescribeInstanceAttribute disableApiTermination.
+    fn termination_protected(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    fn launch_spot(&self, launch: &SpotLaunch) -> impl Future<Output = Result<LaunchResult>> + Send;
+    fn tag_instances(&self, ids: &[String], tags: &Tags) -> impl Future<Output = Result<()>> + Send;
+    fn terminate(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
+    fn attach(&self, group: &str, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
+    /// TerminateInstanceInAutoScalingGroup: runs termination lifecycle hooks.
+    fn terminate_in_group(&self, id: &str, decrement_desired: bool) -> impl Future<Output = Result<()>> + Send;
+    fn set_max_size(&self, group: &str, max: i32) -> impl Future<Output = Result<()>> + Send;
+    fn tag_group(&self, group: &str, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
+    fn untag_group(&self, group: &str, key: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Sends in batches of 10; returns how many messages could not be sent.
+    fn send(&self, queue_url: &str, messages: Vec<Outgoing>) -> impl Future<Output = Result<usize>> + Send;
+}

@@ -1,0 +1,164 @@
+//! Configuration, read once per cold start from the environment that `template.yaml` sets.
+//! Every value has a template parameter behind it; the README lists them all.
+
+use crate::error::ConfigError;
+
+/// Which function is reading its configuration: each requires only the queues it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Scanner,
+    SpotCreator,
+    Swapper,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Tag key and value that opt a group in (`AsgOptimiser` = `true`).
+    pub opt_in_key: String,
+    pub opt_in_value: String,
+    /// FIFO queue the scanner feeds and the spot-creator consumes (empty for the swapper).
+    pub spot_queue_url: String,
+    /// Queue the spot-creator feeds and the swapper consumes (and re-feeds while it waits).
+    pub swap_queue_url: String,
+    /// Default per-group limit on replacements in flight, in % of desired capacity (at least 1).
+    pub max_in_flight_percent: u32,
+    /// How long a scan's claim on an On-Demand instance lasts before its Spot copy must exist.
+    pub claim_ttl: i64,
+    /// How long to wait between readiness checks of a Spot instance (SQS DelaySeconds, <= 900).
+    pub ready_delay: i32,
+    /// How long after launch a Spot instance may take to pass its status checks.
+    pub ready_deadline: i64,
+    /// Age after which an unattached Spot instance of ours is an orphan (> ready_deadline).
+    pub orphan_deadline: i64,
+    /// How long an On-Demand instance is left alone after its replacement failed.
+    pub retry_after_failure: i64,
+    /// SQS records handled at once within one invocation.
+    pub concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            opt_in_key: "AsgOptimiser".into(),
+            opt_in_value: "true".into(),
+            spot_queue_url: String::new(),
+            swap_queue_url: String::new(),
+            max_in_flight_percent: 10,
+            claim_ttl: 15 * 60,
+            ready_delay: 30,
+            ready_deadline: 15 * 60,
+            orphan_deadline: 20 * 60,
+            retry_after_failure: 30 * 60,
+            concurrency: 4,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env(function: Function) -> Result<Self, ConfigError> {
+        Self::from_lookup(function, |name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(function: Function, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let get = |name: &'static str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let number = |name: &'static str, default: i64, min: i64, max: i64| -> Result<i64, ConfigError> {
+            let Some(raw) = get(name) else { return Ok(default) };
+            let invalid = |reason: String| ConfigError::Invalid { name, value: raw.clone(), reason };
+            let n: i64 = raw.parse().map_err(|_| invalid("not a whole number".into()))?;
+            if n < min || n > max {
+                return Err(invalid(format!("must be between {min} and {max}")));
+            }
+            Ok(n)
+        };
+
+        let spot_queue_url = match function {
+            Function::Scanner => required("SPOT_CREATOR_QUEUE_URL")?,
+            _ => String::new(),
+        };
+        if function == Function::Scanner && !spot_queue_url.ends_with(".fifo") {
+            // Deduplication by On-Demand instance id is what keeps two overlapping scans from
+            // enqueuing the same instance twice.
+            return Err(ConfigError::Invalid {
+                name: "SPOT_CREATOR_QUEUE_URL",
+                value: spot_queue_url,
+                reason: "must be a FIFO queue (name ending in .fifo)".into(),
+            });
+        }
+        let config = Config {
+            opt_in_key: get("OPT_IN_TAG_KEY").unwrap_or(d.opt_in_key),
+            opt_in_value: get("OPT_IN_TAG_VALUE").unwrap_or(d.opt_in_value),
+            spot_queue_url,
+            swap_queue_url: required("SWAPPER_QUEUE_URL")?,
+            max_in_flight_percent: number("MAX_IN_FLIGHT_PERCENT", d.max_in_flight_percent.into(), 1, 100)? as u32,
+            claim_ttl: number("CLAIM_TTL_SECONDS", d.claim_ttl, 60, 86_400)?,
+            ready_delay: number("READY_CHECK_DELAY_SECONDS", d.ready_delay.into(), 0, 900)? as i32,
+            ready_deadline: number("READY_DEADLINE_SECONDS", d.ready_deadline, 1, 86_400)?,
+            orphan_deadline: number("ORPHAN_DEADLINE_SECONDS", d.orphan_deadline, 1, 7 * 86_400)?,
+            retry_after_failure: number("RETRY_AFTER_FAILURE_SECONDS", d.retry_after_failure, 0, 7 * 86_400)?,
+            concurrency: number("RECORD_CONCURRENCY", d.concurrency as i64, 1, 10)? as usize,
+        };
+        if config.orphan_deadline <= config.ready_deadline {
+            // Otherwise the scanner could terminate a Spot instance the swapper is about to attach.
+            return Err(ConfigError::Invalid {
+                name: "ORPHAN_DEADLINE_SECONDS",
+                value: config.orphan_deadline.to_string(),
+                reason: format!("must be greater than READY_DEADLINE_SECONDS ({})", config.ready_deadline),
+            });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_queues_are_set() {
+        let c = Config::from_lookup(Function::Swapper, lookup(&[("SWAPPER_QUEUE_URL", "http://q/swap")])).unwrap();
+        assert_eq!(c, Config { swap_queue_url: "http://q/swap".into(), ..Config::default() });
+    }
+
+    #[test]
+    fn scanner_requires_a_fifo_spot_queue() {
+        let err = Config::from_lookup(Function::Scanner, lookup(&[("SWAPPER_QUEUE_URL", "s")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("SPOT_CREATOR_QUEUE_URL"));
+        let err = Config::from_lookup(
+            Function::Scanner,
+            lookup(&[("SWAPPER_QUEUE_URL", "s"), ("SPOT_CREATOR_QUEUE_URL", "http://q/spot")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+    }
+
+    #[test]
+    fn invalid_numbers_name_the_variable() {
+        for (value, reason) in [("abc", "not a whole number"), ("901", "between 0 and 900"), ("-1", "between")] {
+            let err = Config::from_lookup(
+                Function::Swapper,
+                lookup(&[("SWAPPER_QUEUE_URL", "s"), ("READY_CHECK_DELAY_SECONDS", value)]),
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("READY_CHECK_DELAY_SECONDS") && text.contains(reason), "{text}");
+        }
+    }
+
+    #[test]
+    fn orphan_deadline_must_outlast_the_readiness_deadline() {
+        let err = Config::from_lookup(
+            Function::Swapper,
+            lookup(&[("SWAPPER_QUEUE_URL", "s"), ("READY_DEADLINE_SECONDS", "600"), ("ORPHAN_DEADLINE_SECONDS", "600")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ORPHAN_DEADLINE_SECONDS"), "{err}");
+    }
+}

@@ -1,0 +1,296 @@
+//! Plain data the planning functions work on, and the tags that carry our state.
+//!
+//! Durable state lives in tags on the instances and groups themselves, so that no datastore is
+//! needed and a crash at any point leaves something the next run can read:
+//! - on our Spot instances: [`TAG_GROUP`], [`TAG_REPLACES`], [`TAG_LAUNCHED_AT`];
+//! - on On-Demand instances: [`TAG_HOLD`] (claimed by a scan, or set aside after a failure);
+//! - on groups whose MaxSize we raised to make room: [`TAG_ORIGINAL_MAX`].
+
+use std::collections::BTreeMap;
+
+/// Group the Spot instance was launched for.
+pub const TAG_GROUP: &str = "asg-optimiser:group";
+/// On-Demand instance the Spot instance replaces.
+pub const TAG_REPLACES: &str = "asg-optimiser:replaces";
+/// When we launched it (RFC 3339), for humans; deadlines use the instance's own LaunchTime.
+pub const TAG_LAUNCHED_AT: &str = "asg-optimiser:launched-at";
+/// On an On-Demand instance: `claim <epoch>` or `skip <epoch>`, see [`Hold`].
+pub const TAG_HOLD: &str = "asg-optimiser:hold";
+/// On a group: the MaxSize it had before we raised it by one to attach a Spot instance.
+pub const TAG_ORIGINAL_MAX: &str = "asg-optimiser:original-max-size";
+/// On a group: overrides the replacements-in-flight limit (`3` or `25%`).
+pub const TAG_MAX_IN_FLIGHT: &str = "asg-optimiser:max-in-flight";
+/// Prefix of every tag we own: never copied from an On-Demand instance to its Spot copy.
+pub const OUR_TAG_PREFIX: &str = "asg-optimiser:";
+
+/// Seconds since the Unix epoch. Every "now" is passed in, never read deep inside the logic.
+pub type Epoch = i64;
+
+pub type Tags = BTreeMap<String, String>;
+
+/// An Auto Scaling group as DescribeAutoScalingGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Group {
+    pub name: String,
+    pub min: i32,
+    pub max: i32,
+    pub desired: i32,
+    pub tags: Tags,
+    pub members: Vec<Member>,
+    pub launch: LaunchSource,
+    pub suspended: Vec<String>,
+    pub availability_zones: Vec<String>,
+}
+
+impl Group {
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    pub fn in_service(&self) -> usize {
+        self.members.iter().filter(|m| m.lifecycle == LIFECYCLE_IN_SERVICE).count()
+    }
+
+    pub fn opted_in(&self, key: &str, value: &str) -> bool {
+        self.tags.get(key).is_some_and(|v| v == value)
+    }
+
+    /// Why we must not touch this group at all right now, if anything.
+    pub fn unsupported(&self) -> Option<String> {
+        match &self.launch {
+            LaunchSource::Template { .. } => {}
+            LaunchSource::Configuration => return Some("uses a launch configuration".into()),
+            LaunchSource::MixedInstances => return Some("uses a mixed instances policy".into()),
+            LaunchSource::None => return Some("has no launch template".into()),
+        }
+        // Attaching needs Launch; retiring through the group needs Terminate.
+        let blocking: Vec<&str> = self
+            .suspended
+            .iter()
+            .map(String::as_str)
+            .filter(|p| matches!(*p, "Launch" | "Terminate" | "AddToLoadBalancer"))
+            .collect();
+        if !blocking.is_empty() {
+            return Some(format!("has suspended processes: {}", blocking.join(",")));
+        }
+        None
+    }
+}
+
+pub const LIFECYCLE_IN_SERVICE: &str = "InService";
+
+/// An instance as its group sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Member {
+    pub id: String,
+    /// `InService`, `Pending`, `Standby`, `Terminating:Wait`, ...
+    pub lifecycle: String,
+    pub healthy: bool,
+    pub protected_from_scale_in: bool,
+}
+
+/// What the group launches from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LaunchSource {
+    /// A launch template, `version` as the group names it (`$Latest`, `$Default` or a number).
+    Template { id: String, version: String },
+    Configuration,
+    MixedInstances,
+    #[default]
+    None,
+}
+
+/// An EC2 instance as DescribeInstances reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Instance {
+    pub id: String,
+    /// `pending`, `running`, `shutting-down`, `terminated`, `stopping`, `stopped`.
+    pub state: String,
+    pub spot: bool,
+    pub instance_type: String,
+    pub subnet_id: Option<String>,
+    pub availability_zone: Option<String>,
+    pub launch_time: Epoch,
+    pub tags: Tags,
+}
+
+impl Instance {
+    pub fn is_live(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running")
+    }
+
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+
+    /// The hold tag, if present and readable; an unreadable one is treated as absent.
+    pub fn hold(&self) -> Option<Hold> {
+        self.tag(TAG_HOLD).and_then(Hold::parse)
+    }
+
+    /// Tags to copy onto a Spot copy of this instance: everything but `aws:` tags (which cannot
+    /// be created) and ours (which describe this instance, not the copy).
+    pub fn copyable_tags(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.tags.iter().filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with(OUR_TAG_PREFIX))
+    }
+}
+
+/// Why an On-Demand instance is not a candidate until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A scan enqueued it: its replacement is under way.
+    Claim { until: Epoch },
+    /// Its replacement failed (no capacity, protection, not ready in time): try again later.
+    Skip { until: Epoch },
+}
+
+impl Hold {
+    pub fn parse(value: &str) -> Option<Hold> {
+        let (kind, until) = value.split_once(' ')?;
+        let until = until.trim().parse().ok()?;
+        match kind {
+            "claim" => Some(Hold::Claim { until }),
+            "skip" => Some(Hold::Skip { until }),
+            _ => None,
+        }
+    }
+
+    pub fn value(&self) -> String {
+        match self {
+            Hold::Claim { until } => format!("claim {until}"),
+            Hold::Skip { until } => format!("skip {until}"),
+        }
+    }
+
+    pub fn until(&self) -> Epoch {
+        match self {
+            Hold::Claim { until } | Hold::Skip { until } => *until,
+        }
+    }
+}
+
+/// Readiness of an instance from DescribeInstanceStatus.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    pub state: String,
+    pub system: String,
+    pub instance: String,
+    /// `None` where the instance has no attached EBS status.
+    pub ebs: Option<String>,
+}
+
+impl Health {
+    /// Both EC2 status checks (and the EBS one where reported) passed.
+    pub fn passed(&self) -> bool {
+        self.state == "running"
+            && self.system == "ok"
+            && self.instance == "ok"
+            && self.ebs.as_deref().is_none_or(|s| s == "ok" || s == "not-applicable")
+    }
+}
+
+/// What to launch for one replacement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpotLaunch {
+    pub template_id: String,
+    pub template_version: String,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub tags: Vec<(String, String)>,
+    /// Derived from the work item, so a redelivered message cannot launch a second instance.
+    pub client_token: String,
+}
+
+/// What CreateFleet gave back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchResult {
+    Launched { instance_id: String },
+    /// HTTP 200 with no instance, or an error that means "this pool has nothing now".
+    NoCapacity { code: String, message: String },
+    /// The request itself is wrong (permissions, parameters, quota): retrying will not help.
+    Refused { code: String, message: String },
+}
+
+const CAPACITY_CODES: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "UnfulfillableCapacity",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
+    "InsufficientFreeAddressesInSubnet",
+    "capacity-not-available",
+];
+
+/// Sorts a CreateFleet error code: "this pool is empty now" or "this request is wrong".
+pub fn launch_failure(code: &str, message: &str) -> LaunchResult {
+    if CAPACITY_CODES.contains(&code) {
+        LaunchResult::NoCapacity { code: code.into(), message: message.into() }
+    } else {
+        LaunchResult::Refused { code: code.into(), message: message.into() }
+    }
+}
+
+/// Formats epoch seconds as RFC 3339 (UTC).
+pub fn rfc3339(t: Epoch) -> String {
+    aws_smithy_types::DateTime::from_secs(t)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_round_trips_and_rejects_garbage() {
+        for hold in [Hold::Claim { until: 17 }, Hold::Skip { until: 1_800_000_000 }] {
+            assert_eq!(Hold::parse(&hold.value()), Some(hold));
+        }
+        for bad in ["", "claim", "claim x", "later 5", "claim5"] {
+            assert_eq!(Hold::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn copyable_tags_drop_aws_and_our_own() {
+        let i = Instance {
+            tags: [("Name", "web"), ("aws:autoscaling:groupName", "g"), (TAG_HOLD, "claim 1"), ("team", "a")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let kept: Vec<&str> = i.copyable_tags().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kept, ["Name", "team"]);
+    }
+
+    #[test]
+    fn health_needs_both_checks_and_ebs_when_reported() {
+        let ok = Health { state: "running".into(), system: "ok".into(), instance: "ok".into(), ebs: None };
+        assert!(ok.passed());
+        assert!(Health { ebs: Some("ok".into()), ..ok.clone() }.passed());
+        assert!(!Health { ebs: Some("impaired".into()), ..ok.clone() }.passed());
+        assert!(!Health { instance: "initializing".into(), ..ok.clone() }.passed());
+        assert!(!Health { system: "insufficient-data".into(), ..ok.clone() }.passed());
+        assert!(!Health { state: "pending".into(), ..ok }.passed());
+    }
+
+    #[test]
+    fn groups_that_cannot_be_swapped_say_why() {
+        let template = LaunchSource::Template { id: "lt-1".into(), version: "$Latest".into() };
+        let g = Group { launch: template.clone(), ..Default::default() };
+        assert_eq!(g.unsupported(), None);
+        let g = Group { launch: LaunchSource::Configuration, ..Default::default() };
+        assert_eq!(g.unsupported().as_deref(), Some("uses a launch configuration"));
+        let g = Group { launch: template.clone(), suspended: vec!["AZRebalance".into()], ..Default::default() };
+        assert_eq!(g.unsupported(), None);
+        let g = Group { launch: template, suspended: vec!["Launch".into()], ..Default::default() };
+        assert_eq!(g.unsupported().as_deref(), Some("has suspended processes: Launch"));
+    }
+
+    #[test]
+    fn capacity_errors_are_told_from_refusals() {
+        assert!(matches!(launch_failure("InsufficientInstanceCapacity", ""), LaunchResult::NoCapacity { .. }));
+        assert!(matches!(launch_failure("UnauthorizedOperation", ""), LaunchResult::Refused { .. }));
+    }
+}

@@ -1,0 +1,202 @@
+//! The scanner's run: read everything in a fixed number of paginated calls, plan with
+//! [`crate::plan::plan_scan`], then act, re-checking right before each change.
+
+use std::collections::BTreeMap;
+
+use tracing::{error, info, warn};
+
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
+use crate::config::Config;
+use crate::error::AwsError;
+use crate::message::{to_body, SpotRequest};
+use crate::model::{Epoch, Hold, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use crate::plan::{self, GroupPlan, ScanInput};
+
+/// What one scan saw and did. Logged as one line and returned by the function.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScanSummary {
+    pub groups: usize,
+    pub candidates: usize,
+    pub enqueued: usize,
+    pub in_flight: usize,
+    pub cleaned_up: usize,
+    pub resumed: usize,
+    pub repaired: usize,
+    pub per_group: Vec<GroupPlan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// One scan. Fails only when it cannot read the account; a failed action is logged, listed in
+/// `errors`, and retried by the next scan.
+pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<ScanSummary, AwsError> {
+    let opted_in = cloud
+        .groups(&GroupQuery::Tagged { key: config.opt_in_key.clone(), value: config.opt_in_value.clone() })
+        .await?;
+    let raised = cloud.groups(&GroupQuery::HavingTag { key: TAG_ORIGINAL_MAX.into() }).await?;
+    let names: Vec<String> = opted_in.iter().map(|g| g.name.clone()).collect();
+    let instances = if names.is_empty() { Vec::new() } else { cloud.instances(&InstanceQuery::InGroups(names), LIVE).await? };
+    let spots = cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
+
+    let plan = plan::plan_scan(&ScanInput {
+        opted_in,
+        raised,
+        instances,
+        spots,
+        now,
+        default_percent: config.max_in_flight_percent,
+        orphan_deadline: config.orphan_deadline,
+    });
+
+    let mut summary = ScanSummary {
+        groups: plan.groups.len(),
+        candidates: plan.groups.iter().map(|g| g.candidates.len()).sum(),
+        in_flight: plan.groups.iter().map(|g| g.in_flight).sum(),
+        notes: plan.notes.clone(),
+        ..Default::default()
+    };
+    for g in &plan.groups {
+        summary.notes.extend(g.notes.iter().map(|n| format!("group {}: {n}", g.name)));
+    }
+
+    enqueue(cloud, config, now, &plan.groups, &mut summary).await;
+    clean_up(cloud, &plan.orphans, &mut summary).await;
+    resume(cloud, config, &plan.stalled, &mut summary).await;
+    repair(cloud, &plan.repairs, &mut summary).await;
+
+    summary.per_group = plan.groups;
+    info!(
+        groups = summary.groups,
+        candidates = summary.candidates,
+        enqueued = summary.enqueued,
+        in_flight = summary.in_flight,
+        cleaned_up = summary.cleaned_up,
+        resumed = summary.resumed,
+        repaired = summary.repaired,
+        errors = summary.errors.len(),
+        "scan complete"
+    );
+    Ok(summary)
+}
+
+fn failed(summary: &mut ScanSummary, what: &str, e: &AwsError) {
+    error!(code = e.code(), error = %e, "{what}");
+    summary.errors.push(format!("{what}: {e}"));
+}
+
+/// Claim the candidates with a tag first, so an overlapping or later scan counts them as in
+/// flight, then enqueue them; the FIFO queue deduplicates by instance id what two scans that
+/// overlap exactly might both send.
+async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[GroupPlan], summary: &mut ScanSummary) {
+    let claim = now + config.claim_ttl;
+    let picks: Vec<(&str, &str)> =
+        groups.iter().flat_map(|g| g.candidates.iter().map(move |id| (g.name.as_str(), id.as_str()))).collect();
+    if picks.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = picks.iter().map(|(_, id)| id.to_string()).collect();
+    let tags = BTreeMap::from([(TAG_HOLD.to_string(), Hold::Claim { until: claim }.value())]);
+    if let Err(e) = cloud.tag_instances(&ids, &tags).await {
+        return failed(summary, "could not claim candidates; none enqueued", &e);
+    }
+    let messages = picks
+        .iter()
+        .map(|(group, id)| Outgoing {
+            body: to_body(&SpotRequest::new(group, id, claim)),
+            delay_seconds: 0,
+            group_id: Some(id.to_string()),
+            dedup_id: Some(id.to_string()),
+        })
+        .collect();
+    match cloud.send(&config.spot_queue_url, messages).await {
+        Ok(unsent) => {
+            summary.enqueued = picks.len() - unsent;
+            if unsent > 0 {
+                summary.errors.push(format!("{unsent} candidates could not be enqueued; their claims expire in {} s", config.claim_ttl));
+            }
+            for (group, id) in &picks {
+                info!(asg = %group, od = %id, "enqueued for replacement");
+            }
+        }
+        Err(e) => failed(summary, "could not enqueue candidates; their claims will expire", &e),
+    }
+}
+
+/// Terminate orphaned Spot instances of ours, after a fresh check that none of them has been
+/// attached to a group since we read.
+async fn clean_up<C: Cloud>(cloud: &C, orphans: &[plan::Orphan], summary: &mut ScanSummary) {
+    if orphans.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = orphans.iter().map(|o| o.spot.clone()).collect();
+    let attached = match cloud.group_of(&ids).await {
+        Ok(a) => a,
+        Err(e) => return failed(summary, "could not re-check orphans; none terminated", &e),
+    };
+    let mut doomed = Vec::new();
+    for o in orphans {
+        if let Some(group) = attached.get(&o.spot) {
+            warn!(spot = %o.spot, asg = %group, "orphan candidate is now in a group; left alone");
+            continue;
+        }
+        info!(spot = %o.spot, asg = %o.group, reason = %o.reason, "terminating orphaned Spot instance");
+        doomed.push(o.spot.clone());
+    }
+    if doomed.is_empty() {
+        return;
+    }
+    match cloud.terminate(&doomed).await {
+        Ok(()) => summary.cleaned_up = doomed.len(),
+        Err(e) => failed(summary, "could not terminate orphans", &e),
+    }
+}
+
+/// Swaps whose Spot instance was attached but whose On-Demand instance was never retired (the
+/// swapper's message was lost): hand them back to the swapper, which resumes where it stopped.
+async fn resume<C: Cloud>(cloud: &C, config: &Config, stalled: &[crate::message::SwapRequest], summary: &mut ScanSummary) {
+    if stalled.is_empty() {
+        return;
+    }
+    let messages = stalled
+        .iter()
+        .map(|s| {
+            warn!(asg = %s.group, od = %s.on_demand, spot = %s.spot, "swap stalled after attach; resuming");
+            Outgoing { body: to_body(s), delay_seconds: 0, group_id: None, dedup_id: None }
+        })
+        .collect();
+    match cloud.send(&config.swap_queue_url, messages).await {
+        Ok(unsent) => summary.resumed = stalled.len() - unsent,
+        Err(e) => failed(summary, "could not resume stalled swaps", &e),
+    }
+}
+
+/// Put back MaxSize values a crashed swap left raised, re-reading each group right before.
+async fn repair<C: Cloud>(cloud: &C, repairs: &[plan::MaxRepair], summary: &mut ScanSummary) {
+    if repairs.is_empty() {
+        return;
+    }
+    let names = repairs.iter().map(|r| r.group.clone()).collect();
+    let fresh = match cloud.groups(&GroupQuery::Named(names)).await {
+        Ok(groups) => groups,
+        Err(e) => return failed(summary, "could not re-read groups to repair", &e),
+    };
+    for g in &fresh {
+        let Ok(Some(r)) = plan::max_repair(g) else { continue };
+        if let Some(max) = r.set_max {
+            if let Err(e) = cloud.set_max_size(&g.name, max).await {
+                failed(summary, &format!("could not restore MaxSize of {}", g.name), &e);
+                continue;
+            }
+            info!(asg = %g.name, from = g.max, to = max, "restored MaxSize raised by an interrupted swap");
+        }
+        if r.clear_tag {
+            if let Err(e) = cloud.untag_group(&g.name, TAG_ORIGINAL_MAX).await {
+                failed(summary, &format!("could not clear {TAG_ORIGINAL_MAX} on {}", g.name), &e);
+                continue;
+            }
+        }
+        summary.repaired += 1;
+    }
+}

@@ -1,0 +1,247 @@
+//! The swapper's work on one message. Each step re-reads what it depends on, so the message can
+//! be delivered any number of times, or resumed after a crash, and do each change once:
+//! verify -> wait for readiness (by re-enqueueing, never sleeping) -> make room -> attach ->
+//! confirm InService -> retire the On-Demand instance through the group -> put MaxSize back.
+
+use tracing::{info, warn, Instrument};
+
+use crate::batch::Outcome;
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE};
+use crate::config::Config;
+use crate::launch::{on_error, set_aside};
+use crate::message::{to_body, SwapRequest};
+use crate::model::{Epoch, Group, Instance, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use crate::plan;
+
+const ANY_STATE: &[&str] = &["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
+
+pub async fn swap<C: Cloud>(cloud: &C, config: &Config, body: &str, now: Epoch) -> Outcome {
+    let req = match SwapRequest::parse(body) {
+        Ok(r) => r,
+        Err(why) => return Outcome::Rejected(why),
+    };
+    let span = tracing::info_span!("swap", asg = %req.group, od = %req.on_demand, spot = %req.spot);
+    Swap { cloud, config, req: &req, now }.run().instrument(span).await
+}
+
+struct Swap<'a, C> {
+    cloud: &'a C,
+    config: &'a Config,
+    req: &'a SwapRequest,
+    now: Epoch,
+}
+
+fn is_terminating(lifecycle: &str) -> bool {
+    lifecycle.starts_with("Terminating") || lifecycle == "Terminated"
+}
+
+impl<C: Cloud> Swap<'_, C> {
+    async fn run(&self) -> Outcome {
+        let SwapRequest { group: group_name, on_demand: od, spot: spot_id, .. } = self.req;
+        let spot = match self.cloud.instances(&InstanceQuery::Ids(vec![spot_id.clone()]), ANY_STATE).await {
+            Ok(found) => match found.into_iter().next() {
+                Some(s) => s,
+                None => return Outcome::Rejected(format!("instance {spot_id} does not exist")),
+            },
+            Err(e) => return on_error("could not describe the Spot instance", e),
+        };
+        // A forged or mixed-up message names an instance we did not launch for this pair.
+        if !spot.spot || spot.tag(TAG_REPLACES) != Some(od.as_str()) || spot.tag(TAG_GROUP) != Some(group_name.as_str()) {
+            return Outcome::Rejected(format!(
+                "{spot_id} is not a Spot instance launched by asg-optimizer to replace {od} in {group_name}; nothing changed"
+            ));
+        }
+        if !spot.is_live() {
+            return Outcome::Dropped(format!("{spot_id} is {}; {od} kept", spot.state));
+        }
+        let group = match self.group().await {
+            Ok(Some(g)) => g,
+            Ok(None) => return Outcome::Dropped(format!("group {group_name} is gone; the scanner will clean up {spot_id}")),
+            Err(outcome) => return outcome,
+        };
+        if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
+            return Outcome::Dropped(format!("group {group_name} is no longer opted in; the scanner will clean up {spot_id}"));
+        }
+        if group.member(spot_id).is_some() {
+            // Attached by an earlier delivery: resume after the attach.
+            return self.finish(&spot, false).await;
+        }
+        self.attach(&spot, group).await
+    }
+
+    async fn group(&self) -> Result<Option<Group>, Outcome> {
+        match self.cloud.groups(&GroupQuery::Named(vec![self.req.group.clone()])).await {
+            Ok(groups) => Ok(groups.into_iter().find(|g| g.name == self.req.group)),
+            Err(e) => Err(on_error("could not describe the group", e)),
+        }
+    }
+
+    async fn attach(&self, spot: &Instance, group: Group) -> Outcome {
+        let (od, spot_id) = (&self.req.on_demand, &self.req.spot);
+        let Some(member) = group.member(od) else {
+            return Outcome::Dropped(format!("{od} is no longer in {}; the scanner will clean up {spot_id}", group.name));
+        };
+        if member.protected_from_scale_in {
+            return self.abandon(spot, format!("{od} is now protected from scale-in")).await;
+        }
+        let wait = if member.lifecycle != LIFECYCLE_IN_SERVICE {
+            Some(format!("{od} is {}", member.lifecycle))
+        } else if let Some(why) = group.unsupported() {
+            Some(format!("group {why}"))
+        } else {
+            match self.cloud.health(std::slice::from_ref(spot_id)).await {
+                Ok(health) => match health.get(spot_id) {
+                    Some(h) if h.passed() => None,
+                    Some(h) => Some(format!(
+                        "{spot_id} has not passed its status checks (state {}, system {}, instance {})",
+                        h.state, h.system, h.instance
+                    )),
+                    None => Some(format!("{spot_id} has no status yet")),
+                },
+                Err(e) => return on_error("could not read the Spot instance's status", e),
+            }
+        };
+        if let Some(why) = wait {
+            if self.now >= spot.launch_time + self.config.ready_deadline {
+                return self.abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline)).await;
+            }
+            return self.later(&why).await;
+        }
+
+        // Make room: AttachInstances fails when desired + 1 > MaxSize. Record the original
+        // MaxSize on the group before raising it, so a crash here can be repaired by a scan.
+        if group.desired + 1 > group.max {
+            if !group.tags.contains_key(TAG_ORIGINAL_MAX) {
+                if let Err(e) = self.cloud.tag_group(&group.name, TAG_ORIGINAL_MAX, &group.max.to_string()).await {
+                    return on_error("could not record the original MaxSize", e);
+                }
+            }
+            if let Err(e) = self.cloud.set_max_size(&group.name, group.desired + 1).await {
+                return on_error("could not raise MaxSize", e);
+            }
+            info!(asg = %group.name, from = group.max, to = group.desired + 1, "raised MaxSize to attach");
+        }
+        if let Err(e) = self.cloud.attach(&group.name, std::slice::from_ref(spot_id)).await {
+            // A concurrent delivery may have attached it: the re-read in finish() decides.
+            warn!(code = e.code(), error = %e, "attach failed; re-reading the group");
+            if !matches!(self.group().await, Ok(Some(g)) if g.member(spot_id).is_some()) {
+                return on_error("could not attach the Spot instance", e);
+            }
+        } else {
+            info!(asg = %group.name, spot = %spot_id, "attached");
+        }
+        self.finish(spot, true).await
+    }
+
+    /// The Spot instance is in the group: once it is InService, retire the On-Demand instance.
+    async fn finish(&self, spot: &Instance, just_attached: bool) -> Outcome {
+        let (od, spot_id) = (&self.req.on_demand, &self.req.spot);
+        let group = match self.group().await {
+            Ok(Some(g)) => g,
+            Ok(None) => return Outcome::Dropped(format!("group {} vanished after attach", self.req.group)),
+            Err(outcome) => return outcome,
+        };
+        let Some(spot_member) = group.member(spot_id) else {
+            return Outcome::Retry(format!("{spot_id} is not in {} right after attach", group.name));
+        };
+        if spot_member.lifecycle != LIFECYCLE_IN_SERVICE {
+            if self.now >= spot.launch_time + self.config.orphan_deadline {
+                return self.roll_back(&group, format!("{spot_id} still {} after attach", spot_member.lifecycle)).await;
+            }
+            return self.later(&format!("{spot_id} is {} in the group", spot_member.lifecycle)).await;
+        }
+        let done = match group.member(od) {
+            None => format!("{od} already left {}", group.name),
+            Some(m) if is_terminating(&m.lifecycle) => format!("{od} is already {}", m.lifecycle),
+            Some(m) if m.lifecycle != LIFECYCLE_IN_SERVICE || m.protected_from_scale_in => {
+                let why = if m.protected_from_scale_in { "protected from scale-in".to_string() } else { m.lifecycle.clone() };
+                return self.roll_back(&group, format!("{od} is now {why}")).await;
+            }
+            Some(_) if group.desired - 1 < group.min => {
+                // Only if MinSize was raised under us; both instances stay, nothing is lost.
+                return Outcome::Dropped(format!(
+                    "retiring {od} would take {} below MinSize {}; both instances kept",
+                    group.name, group.min
+                ));
+            }
+            Some(_) => {
+                // Through the group, decrementing desired: it nets out the attach, and the
+                // group's termination lifecycle hooks (draining) run.
+                if let Err(e) = self.cloud.terminate_in_group(od, true).await {
+                    return on_error("could not retire the On-Demand instance", e);
+                }
+                info!(asg = %group.name, od = %od, spot = %spot_id, "swapped");
+                format!("swapped {od} for {spot_id}")
+            }
+        };
+        if just_attached || group.tags.contains_key(TAG_ORIGINAL_MAX) {
+            self.restore_max().await;
+        }
+        Outcome::Done(done)
+    }
+
+    /// Put MaxSize back once no other swap of this group needs the room; otherwise the last one
+    /// (or the scanner) does.
+    async fn restore_max(&self) {
+        let group = match self.group().await {
+            Ok(Some(g)) if g.tags.contains_key(TAG_ORIGINAL_MAX) => g,
+            _ => return,
+        };
+        let spots = match self.cloud.instances(&InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) }, LIVE).await {
+            Ok(s) => s,
+            Err(e) => return warn!(error = %e, "could not check other swaps; the scanner will restore MaxSize"),
+        };
+        if plan::busy(&group, &spots) {
+            return info!(asg = %group.name, "other swaps under way; MaxSize restored later");
+        }
+        let repair = match plan::max_repair(&group) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(note) => return warn!("{note}"),
+        };
+        if let Some(max) = repair.set_max {
+            if let Err(e) = self.cloud.set_max_size(&group.name, max).await {
+                return warn!(error = %e, "could not restore MaxSize; the scanner will");
+            }
+            info!(asg = %group.name, from = group.max, to = max, "restored MaxSize");
+        }
+        if repair.clear_tag {
+            if let Err(e) = self.cloud.untag_group(&group.name, TAG_ORIGINAL_MAX).await {
+                warn!(error = %e, "could not clear {TAG_ORIGINAL_MAX}; the scanner will");
+            }
+        }
+    }
+
+    async fn later(&self, why: &str) -> Outcome {
+        let message = Outgoing { body: to_body(self.req), delay_seconds: self.config.ready_delay, group_id: None, dedup_id: None };
+        match self.cloud.send(&self.config.swap_queue_url, vec![message]).await {
+            Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {} s", self.config.ready_delay)),
+            Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
+            Err(e) => on_error("could not re-enqueue the swap", e),
+        }
+    }
+
+    /// Not attached and not going to be: terminate our Spot instance, keep the On-Demand one.
+    async fn abandon(&self, spot: &Instance, why: String) -> Outcome {
+        if let Err(e) = self.cloud.terminate(std::slice::from_ref(&spot.id)).await {
+            return on_error("could not terminate the abandoned Spot instance", e);
+        }
+        warn!(spot = %spot.id, reason = %why, "abandoned swap; Spot instance terminated");
+        set_aside(self.cloud, self.config, &self.req.on_demand, self.now, format!("{why}; terminated {}", spot.id)).await
+    }
+
+    /// Attached but the On-Demand instance must stay: take the Spot instance back out through
+    /// the group, decrementing desired, so the group ends as it began.
+    async fn roll_back(&self, group: &Group, why: String) -> Outcome {
+        let spot_id = &self.req.spot;
+        if group.desired - 1 < group.min {
+            return Outcome::Dropped(format!("{why}; rolling back {spot_id} would go below MinSize, both instances kept"));
+        }
+        if let Err(e) = self.cloud.terminate_in_group(spot_id, true).await {
+            return on_error("could not roll back the Spot instance", e);
+        }
+        warn!(spot = %spot_id, reason = %why, "rolled back: Spot instance terminated through the group");
+        self.restore_max().await;
+        Outcome::Dropped(format!("{why}; rolled back {spot_id}, {} kept", self.req.on_demand))
+    }
+}
