@@ -17,3 +17,23 @@ pub mod swap;
 pub fn now() -> model::Epoch {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
+
+/// What a function builds once per cold start and hands to every invocation.
+#[derive(Debug, Clone)]
+pub struct App<C> {
+    pub cloud: C,
+    pub config: config::Config,
+    /// The calls `cloud` makes, when it is the SDK adapter built with them.
+    pub calls: aws::ApiCalls,
+}
+
+impl App<aws::AwsCloud> {
+    /// Reads the function's configuration (failing with the variable's name) and builds the SDK
+    /// clients from the standard AWS environment.
+    pub async fn from_env(function: config::Function) -> Result<Self, error::ConfigError> {
+        let config = config::Config::from_env(function)?;
+        let calls = aws::ApiCalls::default();
+        let cloud = aws::AwsCloud::from_env(calls.clone()).await;
+        Ok(App { cloud, config, calls })
+    }
+}

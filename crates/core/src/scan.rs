@@ -23,6 +23,8 @@ pub struct ScanSummary {
     pub resumed: usize,
     pub repaired: usize,
     pub per_group: Vec<GroupPlan>,
+    /// AWS calls this scan made, per `service:Operation` (filled by the handler).
+    pub api_calls: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

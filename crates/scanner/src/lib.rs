@@ -1,0 +1,23 @@
+//! The scanner's handler: one scan per scheduled event.
+
+use asg_core::cloud::Cloud;
+use asg_core::scan::{scan, ScanSummary};
+use asg_core::App;
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+use tracing::info;
+
+/// Accepts the EventBridge "Scheduled Event" envelope, a bare `{}` or no payload at all; the
+/// content does not matter, only that it is time to scan.
+pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Result<ScanSummary, Error> {
+    let payload = &event.payload;
+    if !(payload.is_object() || payload.is_null()) {
+        return Err(format!("expected a scheduled event or {{}}, got {payload}").into());
+    }
+    let event_id = payload.get("id").and_then(Value::as_str).unwrap_or("-");
+    let before = app.calls.snapshot();
+    let mut summary = scan(&app.cloud, &app.config, asg_core::now()).await?;
+    summary.api_calls = app.calls.since(&before);
+    info!(event_id, summary = %serde_json::to_string(&summary).unwrap_or_default(), "scan summary");
+    Ok(summary)
+}

@@ -1,0 +1,18 @@
+//! The spot-creator's handler: launches a Spot copy of each On-Demand instance, one SQS record at a time,
+//! reporting failed records for retry or the dead-letter queue.
+
+use asg_core::batch::handle_batch;
+use asg_core::cloud::Cloud;
+use asg_core::launch::create_spot;
+use asg_core::App;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent};
+use tracing::info;
+
+pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    let now = asg_core::now();
+    let (response, tally) =
+        handle_batch(event.payload, app.config.concurrency, |body| async move { create_spot(&app.cloud, &app.config, &body, now).await }).await;
+    info!(done = tally.done, dropped = tally.dropped, rejected = tally.rejected, retried = tally.retried, "batch complete");
+    Ok(response)
+}
