@@ -33,6 +33,14 @@ pub struct MemberView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceView {
+    pub state: String,
+    pub spot: bool,
+    pub subnet: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupView {
     pub name: String,
     pub min: i32,
@@ -203,14 +211,16 @@ impl Account {
         self.instances().await.into_iter().filter(|(_, (state, spot))| *spot && state != "terminated").map(|(id, (s, _))| (id, s)).collect()
     }
 
-    pub async fn instance_tags(&self, id: &str) -> BTreeMap<String, String> {
+    /// What EC2 says of one instance.
+    pub async fn instance(&self, id: &str) -> InstanceView {
         let out = self.ec2.describe_instances().instance_ids(id).send().await.expect("describe instance");
-        out.reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .flat_map(|i| i.tags())
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-            .collect()
+        let i = out.reservations().iter().flat_map(|r| r.instances()).next().expect("the instance");
+        InstanceView {
+            state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+            spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
+            subnet: i.subnet_id().unwrap_or_default().to_string(),
+            tags: i.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect(),
+        }
     }
 
     /// Messages a queue holds in any state (visible, in flight, delayed).

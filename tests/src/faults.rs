@@ -14,6 +14,9 @@ pub struct Faults {
     pub never_ready: AtomicBool,
     /// CreateFleet answers 200 with no instance and an InsufficientInstanceCapacity error.
     pub no_capacity: AtomicBool,
+    /// TerminateInstanceInAutoScalingGroup fails as throttled: a swap stops right after attach,
+    /// as if the function had crashed there.
+    pub fail_retire: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,14 @@ impl<C: Cloud> Cloud for Faulty<C> {
         self.inner.attach(group, ids).await
     }
     async fn terminate_in_group(&self, id: &str, decrement_desired: bool) -> Result<()> {
+        if self.faults.fail_retire.load(Ordering::SeqCst) {
+            return Err(asg_core::error::AwsError::new(
+                "autoscaling:TerminateInstanceInAutoScalingGroup",
+                Some("Throttling".into()),
+                Some("Rate exceeded".into()),
+                false,
+            ));
+        }
         self.inner.terminate_in_group(id, decrement_desired).await
     }
     async fn set_max_size(&self, group: &str, max: i32) -> Result<()> {

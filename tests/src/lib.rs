@@ -8,7 +8,7 @@ pub mod faults;
 pub mod moto;
 pub mod pipeline;
 
-pub use account::{Account, GroupView};
+pub use account::{Account, GroupView, InstanceView};
 pub use faults::{Faults, Faulty};
 pub use moto::Moto;
 pub use pipeline::Pipeline;

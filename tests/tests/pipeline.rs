@@ -1,0 +1,367 @@
+//! The whole pipeline against a moto server each test starts on loopback, through the handlers
+//! Lambda runs. Moto cannot make a Spot instance fail its checks, run out of capacity or stop a
+//! function mid-swap: those tests inject the fault at the port with `Faulty`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use asg_core::aws::AwsCloud;
+use asg_core::cloud::Cloud;
+use asg_core::message::{to_body, SwapRequest};
+use asg_core::model::{Hold, SpotLaunch, LaunchResult, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use aws_lambda_events::event::sqs::SqsEvent;
+use e2e::pipeline::{environment, Consumer};
+use e2e::{Account, Faults, Faulty, Moto, Pipeline};
+use lambda_runtime::{Context, LambdaEvent};
+
+async fn start(overrides: &[(&str, &str)], groups: &[(&str, i32, i32, i32, bool)]) -> (Moto, Pipeline<AwsCloud>) {
+    let moto = Moto::start();
+    let sdk = moto.sdk_config();
+    let account = Account::create(&sdk).await;
+    for &(name, min, desired, max, opted_in) in groups {
+        account.add_group(name, min, desired, max, opted_in).await;
+    }
+    let env = environment(&account, overrides);
+    let mut pipeline = Pipeline::new(account, &sdk, &env, |cloud| cloud);
+    pipeline.watch().await;
+    (moto, pipeline)
+}
+
+async fn start_faulty(
+    overrides: &[(&str, &str)],
+    groups: &[(&str, i32, i32, i32, bool)],
+) -> (Moto, Pipeline<Faulty<AwsCloud>>, Arc<Faults>) {
+    let moto = Moto::start();
+    let sdk = moto.sdk_config();
+    let account = Account::create(&sdk).await;
+    for &(name, min, desired, max, opted_in) in groups {
+        account.add_group(name, min, desired, max, opted_in).await;
+    }
+    let env = environment(&account, overrides);
+    let faults = Arc::new(Faults::default());
+    let f = faults.clone();
+    let mut pipeline = Pipeline::new(account, &sdk, &env, move |cloud| Faulty { inner: cloud, faults: f.clone() });
+    pipeline.watch().await;
+    (moto, pipeline, faults)
+}
+
+/// A Spot instance launched the way the spot-creator launches one, with the given tags.
+async fn launch_spot<C: Cloud>(p: &Pipeline<C>, tags: &[(&str, &str)]) -> String {
+    let launch = SpotLaunch {
+        template_id: p.account.template_id.clone(),
+        template_version: "$Latest".into(),
+        instance_type: "m5.large".into(),
+        subnet_id: p.account.subnets[0].clone(),
+        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        client_token: format!("test-{}", tags.len()),
+    };
+    match p.creator.cloud.launch_spot(&launch).await.expect("launch") {
+        LaunchResult::Launched { instance_id } => instance_id,
+        other => panic!("moto launched nothing: {other:?}"),
+    }
+}
+
+fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
+    let records: Vec<_> =
+        bodies.iter().map(|(id, body)| serde_json::json!({"messageId": id, "body": body, "eventSource": "aws:sqs"})).collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("SQS event")
+}
+
+#[tokio::test]
+async fn pipeline_replaces_every_opted_in_on_demand_instance_and_leaves_the_untagged_group_alone() {
+    // api starts at desired == max: every swap there must make room and put MaxSize back.
+    let (_moto, mut p) = start(&[], &[("web", 2, 4, 6, true), ("api", 2, 3, 3, true), ("reports", 1, 2, 4, false)]).await;
+    let before = p.account.groups().await;
+    let mut od_subnets = BTreeMap::new();
+    for g in before.iter().filter(|g| g.name != "reports") {
+        for id in g.on_demand() {
+            od_subnets.insert(id.to_string(), p.account.instance(id).await.subnet);
+        }
+    }
+
+    let rounds = p.run_until_replaced(20).await;
+    let after = p.account.groups().await;
+
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+    assert!(rounds >= 4, "one replacement in flight per small group at a time, got {rounds} rounds");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((b.name.as_str(), b.desired, b.min, b.max), (a.name.as_str(), a.desired, a.min, a.max));
+        if a.name == "reports" {
+            assert_eq!(a, b, "the group without the tag is untouched");
+            continue;
+        }
+        assert!(a.on_demand().is_empty(), "{} still has On-Demand instances: {a:?}", a.name);
+        assert_eq!(a.in_service(), a.desired as usize);
+        for spot in a.spot() {
+            let view = p.account.instance(spot).await;
+            let replaced = &view.tags[TAG_REPLACES];
+            assert_eq!(view.tags[TAG_GROUP], a.name);
+            assert_eq!(view.subnet, od_subnets[replaced], "{spot} launched in its On-Demand instance's subnet");
+            assert_eq!(view.tags.get("team").map(String::as_str), Some("platform"), "the instance's own tags are copied");
+            assert_eq!(p.account.instance(replaced).await.state, "terminated");
+        }
+    }
+    let stray: Vec<_> = p
+        .account
+        .spot_ids()
+        .await
+        .into_keys()
+        .filter(|id| !after.iter().any(|g| g.members.iter().any(|m| &m.id == id)))
+        .collect();
+    assert!(stray.is_empty(), "Spot instances outside any group: {stray:?}");
+    let tags = p.account.asg.describe_tags().send().await.expect("tags");
+    assert!(!tags.tags().iter().any(|t| t.key() == Some(TAG_ORIGINAL_MAX)), "no group is left marked as raised");
+    assert_eq!(p.account.depth(&p.account.spot_dlq).await + p.account.depth(&p.account.swap_dlq).await, 0);
+}
+
+#[tokio::test]
+async fn every_message_delivered_twice_still_yields_one_spot_instance_per_on_demand_instance() {
+    let (_moto, mut p) = start(&[("MAX_IN_FLIGHT_PERCENT", "50")], &[("web", 1, 4, 5, true), ("api", 1, 2, 2, true)]).await;
+    p.duplicate_delivery = true;
+    let before = p.account.groups().await;
+    p.run_until_replaced(20).await;
+    let after = p.account.groups().await;
+
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+    let spots: Vec<_> = p.account.instances().await.into_iter().filter(|(_, (_, spot))| *spot).collect();
+    assert_eq!(spots.len(), 6, "exactly one Spot instance ever launched per On-Demand instance: {spots:?}");
+    assert!(spots.iter().all(|(_, (state, _))| state == "running"));
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((b.desired, b.min, b.max), (a.desired, a.min, a.max), "{}", a.name);
+        assert_eq!(a.spot().len(), b.members.len());
+    }
+}
+
+#[tokio::test]
+async fn malformed_messages_fail_alone_and_reach_the_dead_letter_queue() {
+    let (_moto, mut p) = start(&[], &[("web", 1, 2, 4, true)]).await;
+    let bad = [
+        "this is not json",
+        r#"{"v":9,"group":"web","on_demand":"i-0123456789abcdef0","claim":1}"#,
+        r#"{"v":1,"group":"web","on_demand":"i-0123456789abcdef0","claim":1}"#,
+    ];
+    for (n, body) in bad.iter().enumerate() {
+        p.account.send(&p.account.spot_queue.clone(), body, Some(&format!("bad-{n}"))).await;
+    }
+    p.account.send(&p.account.swap_queue.clone(), r#"{"v":1}"#, None).await;
+
+    p.run_until_replaced(10).await;
+
+    let mut dead = p.account.drain_dlq(&p.account.spot_dlq.clone()).await;
+    dead.sort();
+    let mut expected: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(dead, expected, "each bad message, and only those, is dead-lettered");
+    assert_eq!(p.account.drain_dlq(&p.account.swap_dlq.clone()).await, [r#"{"v":1}"#]);
+    assert!(p.account.group("web").await.on_demand().is_empty(), "the good messages in the same batches went through");
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+
+    // In one batch, in-process: only the bad records are reported as failed.
+    let web = p.account.group("web").await;
+    let event = sqs_event(&[("a", bad[0]), ("b", bad[1]), ("c", r#"{"v":1,"group":"web","on_demand":"i-00000000000000001","claim":1}"#)]);
+    let response = p.invoke(Consumer::SpotCreator, event).await;
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed.len(), 3);
+    assert_eq!(p.account.group("web").await, web);
+}
+
+#[tokio::test]
+async fn forged_swap_messages_change_nothing() {
+    let (_moto, mut p) = start(&[], &[("web", 1, 2, 4, true), ("reports", 1, 2, 4, false)]).await;
+    let web = p.account.group("web").await;
+    let reports = p.account.group("reports").await;
+    let intruder = launch_spot(&p, &[("Name", "not ours")]).await;
+    let ours_for_other = launch_spot(&p, &[(TAG_GROUP, "web"), (TAG_REPLACES, web.members[0].id.as_str())]).await;
+    let forged = [
+        SwapRequest::new("reports", &reports.members[0].id, &reports.members[1].id),
+        SwapRequest::new("reports", &reports.members[0].id, &ours_for_other),
+        SwapRequest::new("web", &web.members[1].id, &intruder),
+        SwapRequest::new("web", &web.members[1].id, &ours_for_other),
+        SwapRequest::new("web", &web.members[0].id, "i-0123456789abcdef0"),
+    ];
+    let before = (p.account.groups().await, p.account.instances().await);
+    for f in &forged {
+        p.account.send(&p.account.swap_queue.clone(), &to_body(f), None).await;
+    }
+    p.drain(Consumer::Swapper, Duration::from_secs(60)).await;
+
+    assert_eq!((p.account.groups().await, p.account.instances().await), before, "nothing changed");
+    assert_eq!(p.account.drain_dlq(&p.account.swap_dlq.clone()).await.len(), forged.len());
+    let mutating: Vec<_> = p
+        .swapper
+        .calls
+        .snapshot()
+        .into_keys()
+        .filter(|op| !op.contains(":Describe") && !op.starts_with("sqs:"))
+        .collect();
+    assert!(mutating.is_empty(), "the swapper made mutating calls: {mutating:?}");
+}
+
+#[tokio::test]
+async fn a_spot_instance_that_never_becomes_ready_is_terminated_and_its_on_demand_instance_kept() {
+    let (_moto, mut p, faults) =
+        start_faulty(&[("READY_DEADLINE_SECONDS", "2"), ("ORPHAN_DEADLINE_SECONDS", "600")], &[("web", 1, 2, 4, true)]).await;
+    faults.never_ready.store(true, Ordering::SeqCst);
+    let before = p.account.group("web").await;
+
+    let summary = p.round().await;
+    assert_eq!(summary.enqueued, 1);
+    let chosen = &summary.per_group[0].candidates[0];
+
+    assert_eq!(p.account.group("web").await, before, "the group is as it was");
+    let spots: Vec<_> = p.account.instances().await.into_iter().filter(|(_, (_, spot))| *spot).collect();
+    assert_eq!(spots.len(), 1);
+    assert!(matches!(spots[0].1 .0.as_str(), "terminated" | "shutting-down"), "{spots:?}");
+    let hold = p.account.instance(chosen).await.tags.get(TAG_HOLD).and_then(|h| Hold::parse(h));
+    assert!(matches!(hold, Some(Hold::Skip { .. })), "the On-Demand instance is set aside: {hold:?}");
+    assert!(p.swapper.calls.snapshot()["sqs:SendMessageBatch"] >= 1, "it waited by re-enqueueing");
+
+    let next = p.scan().await;
+    assert!(!next.per_group[0].candidates.contains(chosen), "not retried straight away");
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+#[tokio::test]
+async fn no_spot_capacity_keeps_the_on_demand_instance_without_retrying_in_a_loop() {
+    let (_moto, mut p, faults) = start_faulty(&[], &[("web", 1, 2, 4, true)]).await;
+    faults.no_capacity.store(true, Ordering::SeqCst);
+    let before = p.account.group("web").await;
+
+    let first = p.round().await;
+    let chosen = first.per_group[0].candidates[0].clone();
+    let second = p.round().await;
+
+    assert_eq!(p.account.group("web").await, before);
+    assert!(p.account.spot_ids().await.is_empty());
+    assert!(!second.per_group[0].candidates.contains(&chosen), "set aside after the failure");
+    assert_eq!(p.creator.calls.snapshot().get("ec2:CreateFleet"), None, "the fault answered before any call");
+    assert_eq!(p.account.depth(&p.account.spot_dlq).await, 0, "no capacity is an outcome, not an error to retry");
+}
+
+#[tokio::test]
+async fn orphaned_spot_instances_are_terminated_by_the_scanner() {
+    let (_moto, mut p) = start(&[], &[("web", 1, 2, 4, true)]).await;
+    let web = p.account.group("web").await;
+    let od = web.members[0].id.clone();
+    let gone_od = launch_spot(&p, &[(TAG_GROUP, "web"), (TAG_REPLACES, "i-0000000000000dead")]).await;
+    let gone_group = launch_spot(&p, &[(TAG_GROUP, "deleted-group"), (TAG_REPLACES, od.as_str())]).await;
+    let in_flight = launch_spot(&p, &[(TAG_GROUP, "web"), (TAG_REPLACES, od.as_str()), ("x", "y")]).await;
+    let not_ours = launch_spot(&p, &[("Name", "someone else's")]).await;
+
+    let summary = p.scan().await;
+
+    assert_eq!(summary.cleaned_up, 2, "{summary:?}");
+    for id in [&gone_od, &gone_group] {
+        assert!(matches!(p.account.instance(id).await.state.as_str(), "terminated" | "shutting-down"), "{id}");
+    }
+    for id in [&in_flight, &not_ours] {
+        assert_eq!(p.account.instance(id).await.state, "running", "{id}");
+    }
+    assert_eq!(summary.in_flight, 1, "a young unattached copy is a replacement in flight");
+    assert_eq!(summary.enqueued, 0, "the group's one slot is taken by it");
+}
+
+#[tokio::test]
+async fn the_scan_stays_within_its_api_budget_for_fifty_groups() {
+    let groups: Vec<(String, bool)> = (0..55).map(|n| (format!("group-{n:02}"), n < 50)).collect();
+    let spec: Vec<(&str, i32, i32, i32, bool)> = groups.iter().map(|(name, opt)| (name.as_str(), 1, 2, 3, *opt)).collect();
+    let (_moto, mut p) = start(&[], &spec).await;
+    let (g, n) = (50u64, 100u64);
+
+    let summary = p.scan().await;
+
+    let calls = &summary.api_calls;
+    let describes: u64 = calls.iter().filter(|(op, _)| op.contains(":Describe")).map(|(_, n)| n).sum();
+    let budget = g.div_ceil(100) + n.div_ceil(1000) + 3;
+    assert!(describes <= budget, "{describes} describe calls for {g} groups of {n} instances, budget {budget}: {calls:?}");
+    assert_eq!(summary.enqueued, 50);
+    assert_eq!(calls["sqs:SendMessageBatch"], 50u64.div_ceil(10));
+    assert_eq!(calls.get("ec2:CreateTags"), Some(&1));
+
+    let again = p.scan().await;
+    assert_eq!((again.enqueued, again.in_flight), (0, 50), "claimed instances are not enqueued twice");
+}
+
+#[tokio::test]
+async fn overlapping_scans_enqueue_each_instance_once() {
+    let (_moto, mut p) = start(&[("MAX_IN_FLIGHT_PERCENT", "50")], &[("web", 1, 4, 6, true)]).await;
+    let event = || LambdaEvent::new(serde_json::json!({}), Context::default());
+    let (a, b) = tokio::join!(scanner::handler(&p.scanner, event()), scanner::handler(&p.scanner, event()));
+    let (a, b) = (a.expect("scan a"), b.expect("scan b"));
+    assert_eq!(a.candidates + b.candidates, 4, "both scans read before either claimed: they really overlapped");
+    assert_eq!(p.account.depth(&p.account.spot_queue).await, 2, "the queue holds each instance once");
+
+    p.drain(Consumer::SpotCreator, Duration::from_secs(60)).await;
+    let spots = p.account.spot_ids().await;
+    assert_eq!(spots.len(), 2, "the limit of 2 in flight held across both scans: {spots:?}");
+    let mut replaced = std::collections::BTreeSet::new();
+    for id in spots.keys() {
+        replaced.insert(p.account.instance(id).await.tags[TAG_REPLACES].clone());
+    }
+    assert_eq!(replaced.len(), 2, "two different On-Demand instances");
+}
+
+#[tokio::test]
+async fn a_swap_interrupted_after_attach_resumes_and_puts_max_size_back() {
+    let (_moto, mut p, faults) = start_faulty(&[], &[("api", 1, 2, 2, true)]).await;
+    let before = p.account.group("api").await;
+    faults.fail_retire.store(true, Ordering::SeqCst);
+    p.scan().await;
+    p.drain(Consumer::SpotCreator, Duration::from_secs(30)).await;
+    while p.poll(Consumer::Swapper).await == 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mid = p.account.group("api").await;
+    assert_eq!((mid.desired, mid.max, mid.members.len()), (3, 3, 3), "attached with MaxSize raised, On-Demand kept");
+
+    // A scan meanwhile must not put MaxSize back under the attached instance.
+    let summary = p.scan().await;
+    assert_eq!(summary.repaired, 0);
+    assert_eq!(p.account.group("api").await.max, 3);
+
+    faults.fail_retire.store(false, Ordering::SeqCst);
+    p.drain(Consumer::Swapper, Duration::from_secs(30)).await;
+    let after = p.account.group("api").await;
+    assert_eq!((after.desired, after.min, after.max), (before.desired, before.min, before.max));
+    assert_eq!((after.spot().len(), after.on_demand().len()), (1, 1));
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+#[tokio::test]
+async fn a_max_size_left_raised_by_a_crash_is_repaired_by_the_next_scan() {
+    let (_moto, mut p) = start(&[], &[("api", 1, 2, 2, true)]).await;
+    let crashed = p.swapper.cloud.clone();
+    crashed.tag_group("api", TAG_ORIGINAL_MAX, "2").await.expect("tag");
+    crashed.set_max_size("api", 3).await.expect("raise");
+
+    let summary = p.scan().await;
+
+    assert_eq!(summary.repaired, 1);
+    let api = p.account.group("api").await;
+    assert_eq!((api.desired, api.max), (2, 2));
+    let tags = p.account.asg.describe_tags().send().await.expect("tags");
+    assert!(!tags.tags().iter().any(|t| t.key() == Some(TAG_ORIGINAL_MAX)));
+}
+
+#[tokio::test]
+async fn the_sample_events_drive_each_handler() {
+    let (_moto, mut p) = start(&[], &[("web", 1, 1, 2, true)]).await;
+    let read = |name: &str| std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"))).expect(name);
+
+    let scheduled: serde_json::Value = serde_json::from_str(&read("scanner-scheduled.json")).expect("JSON");
+    let summary = scanner::handler(&p.scanner, LambdaEvent::new(scheduled, Context::default())).await.expect("scan");
+    assert_eq!(summary.groups, 1);
+
+    // The samples name instances that do not exist here: each record fails alone, by its id.
+    for (file, consumer, id) in [
+        ("spot-creator-sqs.json", Consumer::SpotCreator, "2e1424d4-f796-459a-8184-9c92662be6da"),
+        ("swapper-sqs.json", Consumer::Swapper, "059f36b4-87a3-44ab-83d2-661975830a7d"),
+    ] {
+        let event: SqsEvent = serde_json::from_str(&read(file)).expect(file);
+        let response = p.invoke(consumer, event).await;
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, [id], "{file}");
+    }
+}
