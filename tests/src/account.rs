@@ -130,8 +130,13 @@ impl Account {
             .attributes()
             .and_then(|a| a.get(&A::QueueArn).cloned())
             .expect("DLQ arn");
-        let redrive = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": MAX_RECEIVES.to_string()}).to_string();
-        let mut q = sqs.create_queue().queue_name(name).attributes(A::VisibilityTimeout, "1").attributes(A::RedrivePolicy, redrive);
+        let redrive =
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": MAX_RECEIVES.to_string()}).to_string();
+        let mut q = sqs
+            .create_queue()
+            .queue_name(name)
+            .attributes(A::VisibilityTimeout, "1")
+            .attributes(A::RedrivePolicy, redrive);
         if fifo {
             q = q.attributes(A::FifoQueue, "true");
         }
@@ -150,11 +155,15 @@ impl Account {
             .desired_capacity(desired)
             .vpc_zone_identifier(self.subnets.join(","))
             .launch_template(
-                asg::types::LaunchTemplateSpecification::builder().launch_template_id(&self.template_id).version("$Latest").build(),
+                asg::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(&self.template_id)
+                    .version("$Latest")
+                    .build(),
             )
             .tags(asg::types::Tag::builder().key("team").value("platform").propagate_at_launch(true).build());
         if opted_in {
-            req = req.tags(asg::types::Tag::builder().key("AsgOptimiser").value("true").propagate_at_launch(true).build());
+            req = req
+                .tags(asg::types::Tag::builder().key("AsgOptimiser").value("true").propagate_at_launch(true).build());
         }
         req.send().await.unwrap_or_else(|e| panic!("create group {name}: {e:?}"));
     }
@@ -208,7 +217,12 @@ impl Account {
 
     /// Live Spot instances: id -> state.
     pub async fn spot_ids(&self) -> BTreeMap<String, String> {
-        self.instances().await.into_iter().filter(|(_, (state, spot))| *spot && state != "terminated").map(|(id, (s, _))| (id, s)).collect()
+        self.instances()
+            .await
+            .into_iter()
+            .filter(|(_, (state, spot))| *spot && state != "terminated")
+            .map(|(id, (s, _))| (id, s))
+            .collect()
     }
 
     /// What EC2 says of one instance.
@@ -219,32 +233,54 @@ impl Account {
             state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
             spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
             subnet: i.subnet_id().unwrap_or_default().to_string(),
-            tags: i.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect(),
+            tags: i
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                .collect(),
         }
     }
 
     /// Messages a queue holds in any state (visible, in flight, delayed).
     pub async fn depth(&self, queue: &str) -> u64 {
         use sqs::types::QueueAttributeName as A;
-        let out = self.sqs.get_queue_attributes().queue_url(queue).attribute_names(A::All).send().await.expect("queue attributes");
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(A::All)
+            .send()
+            .await
+            .expect("queue attributes");
         let attrs = out.attributes().cloned().unwrap_or_default();
-        [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible, A::ApproximateNumberOfMessagesDelayed]
-            .iter()
-            .map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
-            .sum()
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .sum()
     }
 
     /// Takes everything from a dead-letter queue, returning the bodies.
     pub async fn drain_dlq(&self, queue: &str) -> Vec<String> {
         let mut bodies = Vec::new();
         loop {
-            let out = self.sqs.receive_message().queue_url(queue).max_number_of_messages(10).send().await.expect("receive");
+            let out =
+                self.sqs.receive_message().queue_url(queue).max_number_of_messages(10).send().await.expect("receive");
             if out.messages().is_empty() {
                 return bodies;
             }
             for m in out.messages() {
                 bodies.push(m.body().unwrap_or_default().to_string());
-                self.sqs.delete_message().queue_url(queue).receipt_handle(m.receipt_handle().unwrap_or_default()).send().await.expect("delete");
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
             }
         }
     }
@@ -264,7 +300,8 @@ pub fn table(groups: &[GroupView]) -> String {
     for g in groups {
         let _ = writeln!(out, "  {:<14} desired/min/max {}/{}/{}", g.name, g.desired, g.min, g.max);
         for m in &g.members {
-            let _ = writeln!(out, "      {:<21} {:<10} {}", m.id, if m.spot { "spot" } else { "on-demand" }, m.lifecycle);
+            let _ =
+                writeln!(out, "      {:<21} {:<10} {}", m.id, if m.spot { "spot" } else { "on-demand" }, m.lifecycle);
         }
     }
     out

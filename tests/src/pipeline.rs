@@ -56,7 +56,12 @@ pub fn environment(account: &Account, overrides: &[(&str, &str)]) -> BTreeMap<St
 impl<C: Cloud + Clone> Pipeline<C> {
     /// Builds each function's [`App`] from `env` exactly as its `main` would, each with its own
     /// call counter, its SDK adapter wrapped by `wrap` (identity, or fault injection).
-    pub fn new(account: Account, sdk: &SdkConfig, env: &BTreeMap<String, String>, wrap: impl Fn(AwsCloud) -> C) -> Self {
+    pub fn new(
+        account: Account,
+        sdk: &SdkConfig,
+        env: &BTreeMap<String, String>,
+        wrap: impl Fn(AwsCloud) -> C,
+    ) -> Self {
         let app = |function| {
             let config = Config::from_lookup(function, |k| env.get(k).cloned()).expect("valid configuration");
             let calls = ApiCalls::default();
@@ -82,7 +87,11 @@ impl<C: Cloud + Clone> Pipeline<C> {
         for g in self.account.groups().await {
             if let Some(&start) = self.baseline.get(&g.name) {
                 if g.in_service() < start {
-                    self.violations.push(format!("after {after}: {} has {} InService, started with {start}", g.name, g.in_service()));
+                    self.violations.push(format!(
+                        "after {after}: {} has {} InService, started with {start}",
+                        g.name,
+                        g.in_service()
+                    ));
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use asg_core::aws::AwsCloud;
 use asg_core::cloud::Cloud;
 use asg_core::message::{to_body, SwapRequest};
-use asg_core::model::{Hold, SpotLaunch, LaunchResult, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use asg_core::model::{Hold, LaunchResult, SpotLaunch, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
 use aws_lambda_events::event::sqs::SqsEvent;
 use e2e::pipeline::{environment, Consumer};
 use e2e::{Account, Faults, Faulty, Moto, Pipeline};
@@ -64,15 +64,18 @@ async fn launch_spot<C: Cloud>(p: &Pipeline<C>, tags: &[(&str, &str)]) -> String
 }
 
 fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
-    let records: Vec<_> =
-        bodies.iter().map(|(id, body)| serde_json::json!({"messageId": id, "body": body, "eventSource": "aws:sqs"})).collect();
+    let records: Vec<_> = bodies
+        .iter()
+        .map(|(id, body)| serde_json::json!({"messageId": id, "body": body, "eventSource": "aws:sqs"}))
+        .collect();
     serde_json::from_value(serde_json::json!({ "Records": records })).expect("SQS event")
 }
 
 #[tokio::test]
 async fn pipeline_replaces_every_opted_in_on_demand_instance_and_leaves_the_untagged_group_alone() {
     // api starts at desired == max: every swap there must make room and put MaxSize back.
-    let (_moto, mut p) = start(&[], &[("web", 2, 4, 6, true), ("api", 2, 3, 3, true), ("reports", 1, 2, 4, false)]).await;
+    let (_moto, mut p) =
+        start(&[], &[("web", 2, 4, 6, true), ("api", 2, 3, 3, true), ("reports", 1, 2, 4, false)]).await;
     let before = p.account.groups().await;
     let mut od_subnets = BTreeMap::new();
     for g in before.iter().filter(|g| g.name != "reports") {
@@ -99,7 +102,11 @@ async fn pipeline_replaces_every_opted_in_on_demand_instance_and_leaves_the_unta
             let replaced = &view.tags[TAG_REPLACES];
             assert_eq!(view.tags[TAG_GROUP], a.name);
             assert_eq!(view.subnet, od_subnets[replaced], "{spot} launched in its On-Demand instance's subnet");
-            assert_eq!(view.tags.get("team").map(String::as_str), Some("platform"), "the instance's own tags are copied");
+            assert_eq!(
+                view.tags.get("team").map(String::as_str),
+                Some("platform"),
+                "the instance's own tags are copied"
+            );
             assert_eq!(p.account.instance(replaced).await.state, "terminated");
         }
     }
@@ -118,7 +125,8 @@ async fn pipeline_replaces_every_opted_in_on_demand_instance_and_leaves_the_unta
 
 #[tokio::test]
 async fn every_message_delivered_twice_still_yields_one_spot_instance_per_on_demand_instance() {
-    let (_moto, mut p) = start(&[("MAX_IN_FLIGHT_PERCENT", "50")], &[("web", 1, 4, 5, true), ("api", 1, 2, 2, true)]).await;
+    let (_moto, mut p) =
+        start(&[("MAX_IN_FLIGHT_PERCENT", "50")], &[("web", 1, 4, 5, true), ("api", 1, 2, 2, true)]).await;
     p.duplicate_delivery = true;
     let before = p.account.groups().await;
     p.run_until_replaced(20).await;
@@ -160,7 +168,11 @@ async fn malformed_messages_fail_alone_and_reach_the_dead_letter_queue() {
 
     // In one batch, in-process: only the bad records are reported as failed.
     let web = p.account.group("web").await;
-    let event = sqs_event(&[("a", bad[0]), ("b", bad[1]), ("c", r#"{"v":1,"group":"web","on_demand":"i-00000000000000001","claim":1}"#)]);
+    let event = sqs_event(&[
+        ("a", bad[0]),
+        ("b", bad[1]),
+        ("c", r#"{"v":1,"group":"web","on_demand":"i-00000000000000001","claim":1}"#),
+    ]);
     let response = p.invoke(Consumer::SpotCreator, event).await;
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed.len(), 3);
@@ -202,7 +214,8 @@ async fn forged_swap_messages_change_nothing() {
 #[tokio::test]
 async fn a_spot_instance_that_never_becomes_ready_is_terminated_and_its_on_demand_instance_kept() {
     let (_moto, mut p, faults) =
-        start_faulty(&[("READY_DEADLINE_SECONDS", "2"), ("ORPHAN_DEADLINE_SECONDS", "600")], &[("web", 1, 2, 4, true)]).await;
+        start_faulty(&[("READY_DEADLINE_SECONDS", "2"), ("ORPHAN_DEADLINE_SECONDS", "600")], &[("web", 1, 2, 4, true)])
+            .await;
     faults.never_ready.store(true, Ordering::SeqCst);
     let before = p.account.group("web").await;
 
@@ -266,7 +279,8 @@ async fn orphaned_spot_instances_are_terminated_by_the_scanner() {
 #[tokio::test]
 async fn the_scan_stays_within_its_api_budget_for_fifty_groups() {
     let groups: Vec<(String, bool)> = (0..55).map(|n| (format!("group-{n:02}"), n < 50)).collect();
-    let spec: Vec<(&str, i32, i32, i32, bool)> = groups.iter().map(|(name, opt)| (name.as_str(), 1, 2, 3, *opt)).collect();
+    let spec: Vec<(&str, i32, i32, i32, bool)> =
+        groups.iter().map(|(name, opt)| (name.as_str(), 1, 2, 3, *opt)).collect();
     let (_moto, mut p) = start(&[], &spec).await;
     let (g, n) = (50u64, 100u64);
 
@@ -275,7 +289,10 @@ async fn the_scan_stays_within_its_api_budget_for_fifty_groups() {
     let calls = &summary.api_calls;
     let describes: u64 = calls.iter().filter(|(op, _)| op.contains(":Describe")).map(|(_, n)| n).sum();
     let budget = g.div_ceil(100) + n.div_ceil(1000) + 3;
-    assert!(describes <= budget, "{describes} describe calls for {g} groups of {n} instances, budget {budget}: {calls:?}");
+    assert!(
+        describes <= budget,
+        "{describes} describe calls for {g} groups of {n} instances, budget {budget}: {calls:?}"
+    );
     assert_eq!(summary.enqueued, 50);
     assert_eq!(calls["sqs:SendMessageBatch"], 50u64.div_ceil(10));
     assert_eq!(calls.get("ec2:CreateTags"), Some(&1));
@@ -348,7 +365,8 @@ async fn a_max_size_left_raised_by_a_crash_is_repaired_by_the_next_scan() {
 #[tokio::test]
 async fn the_sample_events_drive_each_handler() {
     let (_moto, mut p) = start(&[], &[("web", 1, 1, 2, true)]).await;
-    let read = |name: &str| std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"))).expect(name);
+    let read =
+        |name: &str| std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"))).expect(name);
 
     let scheduled: serde_json::Value = serde_json::from_str(&read("scanner-scheduled.json")).expect("JSON");
     let summary = scanner::handler(&p.scanner, LambdaEvent::new(scheduled, Context::default())).await.expect("scan");

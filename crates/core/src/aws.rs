@@ -15,8 +15,8 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -68,7 +68,9 @@ impl Intercept for ApiCalls {
         cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
         if let (Some(meta), Ok(mut counts)) = (cfg.load::<Metadata>(), self.0.lock()) {
-            *counts.entry(format!("{}:{}", meta.service().to_ascii_lowercase().replace(' ', ""), meta.name())).or_default() += 1;
+            *counts
+                .entry(format!("{}:{}", meta.service().to_ascii_lowercase().replace(' ', ""), meta.name()))
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -120,7 +122,9 @@ where
             se.err().message().map(str::to_owned),
             se.raw().status() >= 500,
         ),
-        SdkError::ConstructionFailure(_) => AwsError { transient: false, ..AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()) },
+        SdkError::ConstructionFailure(_) => {
+            AwsError { transient: false, ..AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()) }
+        }
         _ => AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()),
     }
 }
@@ -207,8 +211,12 @@ impl Cloud for AwsCloud {
     async fn groups(&self, query: &GroupQuery) -> Result<Vec<Group>> {
         let filter = |name: String, value: &str| asg::types::Filter::builder().name(name).values(value).build();
         let requests = match query {
-            GroupQuery::Tagged { key, value } => vec![self.asg.describe_auto_scaling_groups().filters(filter(format!("tag:{key}"), value))],
-            GroupQuery::HavingTag { key } => vec![self.asg.describe_auto_scaling_groups().filters(filter("tag-key".into(), key))],
+            GroupQuery::Tagged { key, value } => {
+                vec![self.asg.describe_auto_scaling_groups().filters(filter(format!("tag:{key}"), value))]
+            }
+            GroupQuery::HavingTag { key } => {
+                vec![self.asg.describe_auto_scaling_groups().filters(filter("tag-key".into(), key))]
+            }
             GroupQuery::Named(names) => names
                 .chunks(FILTER_VALUES)
                 .map(|chunk| self.asg.describe_auto_scaling_groups().set_auto_scaling_group_names(Some(chunk.to_vec())))
@@ -227,12 +235,15 @@ impl Cloud for AwsCloud {
 
     async fn instances(&self, query: &InstanceQuery, states: &[&str]) -> Result<Vec<Instance>> {
         let selectors: Vec<ec2::types::Filter> = match query {
-            InstanceQuery::InGroups(names) => {
-                names.chunks(FILTER_VALUES).map(|c| ec2_filter("tag:aws:autoscaling:groupName", c.iter().cloned())).collect()
-            }
+            InstanceQuery::InGroups(names) => names
+                .chunks(FILTER_VALUES)
+                .map(|c| ec2_filter("tag:aws:autoscaling:groupName", c.iter().cloned()))
+                .collect(),
             InstanceQuery::Tagged { key, value: None } => vec![ec2_filter("tag-key", [key.clone()])],
             InstanceQuery::Tagged { key, value: Some(v) } => vec![ec2_filter(&format!("tag:{key}"), [v.clone()])],
-            InstanceQuery::Ids(ids) => ids.chunks(FILTER_VALUES).map(|c| ec2_filter("instance-id", c.iter().cloned())).collect(),
+            InstanceQuery::Ids(ids) => {
+                ids.chunks(FILTER_VALUES).map(|c| ec2_filter("instance-id", c.iter().cloned())).collect()
+            }
         };
         let mut out = Vec::new();
         for selector in selectors {
@@ -268,7 +279,11 @@ impl Cloud for AwsCloud {
                     summary.and_then(|s| s.status()).map(|s| s.as_str().to_string()).unwrap_or_default()
                 };
                 let health = Health {
-                    state: s.instance_state().and_then(|st| st.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                    state: s
+                        .instance_state()
+                        .and_then(|st| st.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
                     system: status(s.system_status()),
                     instance: status(s.instance_status()),
                     ebs: s.attached_ebs_status().and_then(|e| e.status()).map(|st| st.as_str().to_string()),
@@ -325,7 +340,11 @@ impl Cloud for AwsCloud {
                     .default_target_capacity_type(DefaultTargetCapacityType::Spot)
                     .build(),
             )
-            .spot_options(SpotOptionsRequest::builder().allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized).build())
+            .spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            )
             .launch_template_configs(
                 FleetLaunchTemplateConfigRequest::builder()
                     .launch_template_specification(
@@ -342,7 +361,9 @@ impl Cloud for AwsCloud {
                     )
                     .build(),
             )
-            .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags)).build())
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags)).build(),
+            )
             .send()
             .await;
         let out = match out {
@@ -367,7 +388,8 @@ impl Cloud for AwsCloud {
     }
 
     async fn tag_instances(&self, ids: &[String], tags: &Tags) -> Result<()> {
-        let tags: Vec<ec2::types::Tag> = tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect();
+        let tags: Vec<ec2::types::Tag> =
+            tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect();
         for chunk in ids.chunks(500) {
             self.ec2
                 .create_tags()
@@ -459,7 +481,10 @@ impl Cloud for AwsCloud {
                         .set_message_group_id(m.group_id.clone())
                         .set_message_deduplication_id(m.dedup_id.clone())
                         .build()
-                        .map_err(|e| AwsError { transient: false, ..AwsError::unanswered("sqs:SendMessageBatch", e.to_string()) })
+                        .map_err(|e| AwsError {
+                            transient: false,
+                            ..AwsError::unanswered("sqs:SendMessageBatch", e.to_string())
+                        })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let out = self

@@ -75,7 +75,9 @@ where
             Outcome::Rejected(why) => {
                 warn!(message_id = %ids[0], outcome = "rejected", reason = %why, "message rejected; it will reach the dead-letter queue")
             }
-            Outcome::Retry(why) => warn!(message_id = %ids[0], outcome = "retry", reason = %why, "message will be retried"),
+            Outcome::Retry(why) => {
+                warn!(message_id = %ids[0], outcome = "retry", reason = %why, "message will be retried")
+            }
         }
         let n = ids.len();
         match outcome {

@@ -13,9 +13,14 @@ pub type Result<T> = std::result::Result<T, AwsError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupQuery {
     /// Server-side filter `tag:<key>` = `value`.
-    Tagged { key: String, value: String },
+    Tagged {
+        key: String,
+        value: String,
+    },
     /// Server-side filter `tag-key` = `key`.
-    HavingTag { key: String },
+    HavingTag {
+        key: String,
+    },
     Named(Vec<String>),
 }
 
@@ -25,7 +30,10 @@ pub enum InstanceQuery {
     /// Members of these groups, by their `aws:autoscaling:groupName` tag.
     InGroups(Vec<String>),
     /// Instances carrying tag `key` (any value), or `key` = `value`.
-    Tagged { key: String, value: Option<String> },
+    Tagged {
+        key: String,
+        value: Option<String>,
+    },
     Ids(Vec<String>),
 }
 

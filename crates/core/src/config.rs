@@ -156,7 +156,11 @@ mod tests {
     fn orphan_deadline_must_outlast_the_readiness_deadline() {
         let err = Config::from_lookup(
             Function::Swapper,
-            lookup(&[("SWAPPER_QUEUE_URL", "s"), ("READY_DEADLINE_SECONDS", "600"), ("ORPHAN_DEADLINE_SECONDS", "600")]),
+            lookup(&[
+                ("SWAPPER_QUEUE_URL", "s"),
+                ("READY_DEADLINE_SECONDS", "600"),
+                ("ORPHAN_DEADLINE_SECONDS", "600"),
+            ]),
         )
         .unwrap_err();
         assert!(err.to_string().contains("ORPHAN_DEADLINE_SECONDS"), "{err}");

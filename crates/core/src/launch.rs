@@ -58,11 +58,16 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch
     let (group_name, od_id) = (req.group.as_str(), req.on_demand.as_str());
 
     // A redelivered message finds the copy it launched before and only re-sends the swap.
-    let existing = match cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: Some(od_id.into()) }, LIVE).await {
+    let existing = match cloud
+        .instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: Some(od_id.into()) }, LIVE)
+        .await
+    {
         Ok(found) => found,
         Err(e) => return on_error("could not look for an existing Spot copy", e),
     };
-    if let Some(spot) = existing.iter().filter(|s| s.spot && s.tag(TAG_GROUP) == Some(group_name)).min_by(|a, b| a.id.cmp(&b.id)) {
+    if let Some(spot) =
+        existing.iter().filter(|s| s.spot && s.tag(TAG_GROUP) == Some(group_name)).min_by(|a, b| a.id.cmp(&b.id))
+    {
         info!(asg = %group_name, od = %od_id, spot = %spot.id, "Spot copy already launched; re-sending the swap");
         return send_swap(cloud, config, req, &spot.id, "Spot copy already launched").await;
     }
@@ -84,7 +89,10 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch
 
     // The fresh check: everything the scanner saw must still hold.
     if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
-        return Outcome::Dropped(format!("group {group_name} is not opted in ({}={})", config.opt_in_key, config.opt_in_value));
+        return Outcome::Dropped(format!(
+            "group {group_name} is not opted in ({}={})",
+            config.opt_in_key, config.opt_in_value
+        ));
     }
     if let Some(why) = group.unsupported() {
         return Outcome::Dropped(format!("group {group_name} {why}"));
@@ -99,7 +107,10 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch
         return Outcome::Dropped(format!("{od_id} is protected from scale-in"));
     }
     if od.spot || od.state != "running" {
-        return Outcome::Dropped(format!("{od_id} is not a running On-Demand instance ({}, spot={})", od.state, od.spot));
+        return Outcome::Dropped(format!(
+            "{od_id} is not a running On-Demand instance ({}, spot={})",
+            od.state, od.spot
+        ));
     }
     if let Some(Hold::Skip { until }) = od.hold().filter(|h| h.until() > now) {
         return Outcome::Dropped(format!("{od_id} is set aside until {}", rfc3339(until)));
@@ -112,7 +123,9 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch
     };
     match cloud.termination_protected(od_id).await {
         Ok(false) => {}
-        Ok(true) => return set_aside(cloud, config, od_id, now, format!("{od_id} has API termination protection")).await,
+        Ok(true) => {
+            return set_aside(cloud, config, od_id, now, format!("{od_id} has API termination protection")).await
+        }
         Err(e) => return on_error("could not read termination protection", e),
     }
 

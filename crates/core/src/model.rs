@@ -93,7 +93,10 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LaunchSource {
     /// A launch template, `version` as the group names it (`$Latest`, `$Default` or a number).
-    Template { id: String, version: String },
+    Template {
+        id: String,
+        version: String,
+    },
     Configuration,
     MixedInstances,
     #[default]
@@ -204,11 +207,19 @@ pub struct SpotLaunch {
 /// What CreateFleet gave back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchResult {
-    Launched { instance_id: String },
+    Launched {
+        instance_id: String,
+    },
     /// HTTP 200 with no instance, or an error that means "this pool has nothing now".
-    NoCapacity { code: String, message: String },
+    NoCapacity {
+        code: String,
+        message: String,
+    },
     /// The request itself is wrong (permissions, parameters, quota): retrying will not help.
-    Refused { code: String, message: String },
+    Refused {
+        code: String,
+        message: String,
+    },
 }
 
 const CAPACITY_CODES: &[&str] = &[

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::message::SwapRequest;
-use crate::model::{Epoch, Group, Hold, Instance, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_MAX_IN_FLIGHT, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use crate::model::{
+    Epoch, Group, Hold, Instance, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_MAX_IN_FLIGHT, TAG_ORIGINAL_MAX, TAG_REPLACES,
+};
 
 /// The per-group limit on replacements in flight: the group's tag (`3` or `25%`) if valid,
 /// else `max(1, percent% of desired)`. Returns a note when the tag was unreadable.
@@ -20,7 +22,9 @@ pub fn in_flight_limit(desired: i32, default_percent: u32, tag: Option<&str>) ->
         Some(limit) => (limit, None),
         None => (
             default,
-            Some(format!("tag {TAG_MAX_IN_FLIGHT}={raw:?} is not a count or a percentage from 1% to 100%; using {default}")),
+            Some(format!(
+                "tag {TAG_MAX_IN_FLIGHT}={raw:?} is not a count or a percentage from 1% to 100%; using {default}"
+            )),
         ),
     }
 }
@@ -86,10 +90,8 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
     let details: BTreeMap<&str, &Instance> = input.instances.iter().map(|i| (i.id.as_str(), i)).collect();
     let known_groups: BTreeMap<&str, &Group> =
         input.raised.iter().chain(&input.opted_in).map(|g| (g.name.as_str(), g)).collect();
-    let member_of: BTreeMap<&str, &str> = known_groups
-        .values()
-        .flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str())))
-        .collect();
+    let member_of: BTreeMap<&str, &str> =
+        known_groups.values().flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str()))).collect();
     // On-Demand id -> the live Spot instances of ours that replace it.
     let mut replacing: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for s in input.spots.iter().filter(|s| s.is_live()) {
@@ -155,8 +157,15 @@ fn plan_group(
     replacing: &BTreeMap<&str, Vec<&Instance>>,
     input: &ScanInput,
 ) -> GroupPlan {
-    let (limit, note) = in_flight_limit(g.desired, input.default_percent, g.tags.get(TAG_MAX_IN_FLIGHT).map(String::as_str));
-    let mut plan = GroupPlan { name: g.name.clone(), desired: g.desired, limit, notes: note.into_iter().collect(), ..Default::default() };
+    let (limit, note) =
+        in_flight_limit(g.desired, input.default_percent, g.tags.get(TAG_MAX_IN_FLIGHT).map(String::as_str));
+    let mut plan = GroupPlan {
+        name: g.name.clone(),
+        desired: g.desired,
+        limit,
+        notes: note.into_iter().collect(),
+        ..Default::default()
+    };
     let mut in_flight = BTreeSet::new();
     let mut eligible: Vec<&Instance> = Vec::new();
     for m in &g.members {
@@ -202,7 +211,8 @@ fn plan_group(
 pub fn busy(g: &Group, spots: &[Instance]) -> bool {
     spots.iter().filter(|s| s.is_live() && s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| {
         g.member(&s.id).is_none()
-            || s.tag(TAG_REPLACES).is_some_and(|od| g.member(od).is_some_and(|m| !m.lifecycle.starts_with("Terminating")))
+            || s.tag(TAG_REPLACES)
+                .is_some_and(|od| g.member(od).is_some_and(|m| !m.lifecycle.starts_with("Terminating")))
     })
 }
 
@@ -244,7 +254,13 @@ mod tests {
     }
 
     fn od(id: &str, launched: Epoch) -> Instance {
-        Instance { id: id.into(), state: "running".into(), instance_type: "m5.large".into(), launch_time: launched, ..Default::default() }
+        Instance {
+            id: id.into(),
+            state: "running".into(),
+            instance_type: "m5.large".into(),
+            launch_time: launched,
+            ..Default::default()
+        }
     }
 
     fn spot(id: &str, group: &str, replaces: &str, launched: Epoch) -> Instance {
@@ -261,7 +277,15 @@ mod tests {
     }
 
     fn input(groups: Vec<Group>, instances: Vec<Instance>, spots: Vec<Instance>) -> ScanInput {
-        ScanInput { opted_in: groups, instances, spots, now: NOW, default_percent: 10, orphan_deadline: 1200, ..Default::default() }
+        ScanInput {
+            opted_in: groups,
+            instances,
+            spots,
+            now: NOW,
+            default_percent: 10,
+            orphan_deadline: 1200,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -324,7 +348,10 @@ mod tests {
     #[test]
     fn in_flight_replacements_count_against_the_limit_and_are_not_enqueued_twice() {
         let members = (1..=4).map(|n| member(&format!("i-0000000{n}"), "InService")).collect();
-        let g = Group { tags: [("AsgOptimiser".into(), "true".into()), (TAG_MAX_IN_FLIGHT.into(), "2".into())].into(), ..group("web", 4, members) };
+        let g = Group {
+            tags: [("AsgOptimiser".into(), "true".into()), (TAG_MAX_IN_FLIGHT.into(), "2".into())].into(),
+            ..group("web", 4, members)
+        };
         let claimed = with_tag(od("i-00000001", 1), TAG_HOLD, &Hold::Claim { until: NOW + 60 }.value());
         let expired = with_tag(od("i-00000003", 3), TAG_HOLD, &Hold::Claim { until: NOW - 1 }.value());
         let instances = vec![claimed, od("i-00000002", 2), expired, od("i-00000004", 4)];
@@ -347,7 +374,10 @@ mod tests {
         assert!(plan.groups[0].candidates.is_empty());
         assert!(plan.groups[0].skipped.as_deref().unwrap().contains("1 of 3"));
 
-        let g = Group { launch: LaunchSource::MixedInstances, ..group("mixed", 1, vec![member("i-00000001", "InService")]) };
+        let g = Group {
+            launch: LaunchSource::MixedInstances,
+            ..group("mixed", 1, vec![member("i-00000001", "InService")])
+        };
         let plan = plan_scan(&input(vec![g], vec![od("i-00000001", 1)], vec![]));
         assert_eq!(plan.groups[0].skipped.as_deref(), Some("uses a mixed instances policy"));
         assert!(plan.groups[0].candidates.is_empty());
@@ -358,11 +388,11 @@ mod tests {
         let g = group("web", 2, vec![member("i-00000001", "InService"), member("i-0000000b", "InService")]);
         let stopped = Instance { state: "stopped".into(), ..spot("i-0000000f", "web", "i-00000001", NOW - 10) };
         let spots = vec![
-            spot("i-0000000a", "web", "i-00000001", NOW - 60),   // young, On-Demand still there: in flight
+            spot("i-0000000a", "web", "i-00000001", NOW - 60), // young, On-Demand still there: in flight
             spot("i-0000000b", "web", "i-00000099", NOW - 9999), // attached after a finished swap
             spot("i-0000000c", "web", "i-00000001", NOW - 1300), // never attached, too old
-            spot("i-0000000d", "gone", "i-00000001", NOW - 10),  // group not opted in
-            spot("i-0000000e", "web", "i-00000077", NOW - 10),   // On-Demand instance gone
+            spot("i-0000000d", "gone", "i-00000001", NOW - 10), // group not opted in
+            spot("i-0000000e", "web", "i-00000077", NOW - 10), // On-Demand instance gone
             stopped,
             Instance { spot: false, ..spot("i-00000010", "web", "i-00000077", NOW - 9999) }, // not Spot: never ours to kill
         ];
@@ -380,10 +410,18 @@ mod tests {
     #[test]
     fn an_attached_spot_whose_on_demand_was_never_retired_is_resumed() {
         let g = group("web", 3, vec![member("i-00000001", "InService"), member("i-0000000a", "InService")]);
-        let fresh = plan_scan(&input(vec![g.clone()], vec![od("i-00000001", 1)], vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)]));
+        let fresh = plan_scan(&input(
+            vec![g.clone()],
+            vec![od("i-00000001", 1)],
+            vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)],
+        ));
         assert!(fresh.stalled.is_empty());
         assert_eq!(fresh.groups[0].in_flight, 1);
-        let old = plan_scan(&input(vec![g], vec![od("i-00000001", 1)], vec![spot("i-0000000a", "web", "i-00000001", NOW - 5000)]));
+        let old = plan_scan(&input(
+            vec![g],
+            vec![od("i-00000001", 1)],
+            vec![spot("i-0000000a", "web", "i-00000001", NOW - 5000)],
+        ));
         assert_eq!(old.stalled, [SwapRequest::new("web", "i-00000001", "i-0000000a")]);
     }
 
@@ -392,7 +430,7 @@ mod tests {
         let cases: &[(&str, i32, i32, Option<(Option<i32>, bool)>)] = &[
             // original, desired, max -> (set_max, clear_tag)
             ("4", 4, 5, Some((Some(4), true))),
-            ("4", 5, 5, None),             // a swap's Spot instance is still counted: wait
+            ("4", 5, 5, None), // a swap's Spot instance is still counted: wait
             ("4", 5, 6, Some((Some(5), false))),
             ("4", 3, 4, Some((None, true))), // already back (crash after the update)
             ("4", 3, 7, Some((Some(4), true))),

@@ -39,8 +39,10 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
         .await?;
     let raised = cloud.groups(&GroupQuery::HavingTag { key: TAG_ORIGINAL_MAX.into() }).await?;
     let names: Vec<String> = opted_in.iter().map(|g| g.name.clone()).collect();
-    let instances = if names.is_empty() { Vec::new() } else { cloud.instances(&InstanceQuery::InGroups(names), LIVE).await? };
-    let spots = cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
+    let instances =
+        if names.is_empty() { Vec::new() } else { cloud.instances(&InstanceQuery::InGroups(names), LIVE).await? };
+    let spots =
+        cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
 
     let plan = plan::plan_scan(&ScanInput {
         opted_in,
@@ -116,7 +118,10 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
         Ok(unsent) => {
             summary.enqueued = picks.len() - unsent;
             if unsent > 0 {
-                summary.errors.push(format!("{unsent} candidates could not be enqueued; their claims expire in {} s", config.claim_ttl));
+                summary.errors.push(format!(
+                    "{unsent} candidates could not be enqueued; their claims expire in {} s",
+                    config.claim_ttl
+                ));
             }
             for (group, id) in &picks {
                 info!(asg = %group, od = %id, "enqueued for replacement");
@@ -157,7 +162,12 @@ async fn clean_up<C: Cloud>(cloud: &C, orphans: &[plan::Orphan], summary: &mut S
 
 /// Swaps whose Spot instance was attached but whose On-Demand instance was never retired (the
 /// swapper's message was lost): hand them back to the swapper, which resumes where it stopped.
-async fn resume<C: Cloud>(cloud: &C, config: &Config, stalled: &[crate::message::SwapRequest], summary: &mut ScanSummary) {
+async fn resume<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    stalled: &[crate::message::SwapRequest],
+    summary: &mut ScanSummary,
+) {
     if stalled.is_empty() {
         return;
     }

@@ -46,7 +46,8 @@ impl<C: Cloud> Swap<'_, C> {
             Err(e) => return on_error("could not describe the Spot instance", e),
         };
         // A forged or mixed-up message names an instance we did not launch for this pair.
-        if !spot.spot || spot.tag(TAG_REPLACES) != Some(od.as_str()) || spot.tag(TAG_GROUP) != Some(group_name.as_str()) {
+        if !spot.spot || spot.tag(TAG_REPLACES) != Some(od.as_str()) || spot.tag(TAG_GROUP) != Some(group_name.as_str())
+        {
             return Outcome::Rejected(format!(
                 "{spot_id} is not a Spot instance launched by asg-optimizer to replace {od} in {group_name}; nothing changed"
             ));
@@ -56,11 +57,15 @@ impl<C: Cloud> Swap<'_, C> {
         }
         let group = match self.group().await {
             Ok(Some(g)) => g,
-            Ok(None) => return Outcome::Dropped(format!("group {group_name} is gone; the scanner will clean up {spot_id}")),
+            Ok(None) => {
+                return Outcome::Dropped(format!("group {group_name} is gone; the scanner will clean up {spot_id}"))
+            }
             Err(outcome) => return outcome,
         };
         if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
-            return Outcome::Dropped(format!("group {group_name} is no longer opted in; the scanner will clean up {spot_id}"));
+            return Outcome::Dropped(format!(
+                "group {group_name} is no longer opted in; the scanner will clean up {spot_id}"
+            ));
         }
         if group.member(spot_id).is_some() {
             // Attached by an earlier delivery: resume after the attach.
@@ -79,7 +84,10 @@ impl<C: Cloud> Swap<'_, C> {
     async fn attach(&self, spot: &Instance, group: Group) -> Outcome {
         let (od, spot_id) = (&self.req.on_demand, &self.req.spot);
         let Some(member) = group.member(od) else {
-            return Outcome::Dropped(format!("{od} is no longer in {}; the scanner will clean up {spot_id}", group.name));
+            return Outcome::Dropped(format!(
+                "{od} is no longer in {}; the scanner will clean up {spot_id}",
+                group.name
+            ));
         };
         if member.protected_from_scale_in {
             return self.abandon(spot, format!("{od} is now protected from scale-in")).await;
@@ -103,7 +111,9 @@ impl<C: Cloud> Swap<'_, C> {
         };
         if let Some(why) = wait {
             if self.now >= spot.launch_time + self.config.ready_deadline {
-                return self.abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline)).await;
+                return self
+                    .abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline))
+                    .await;
             }
             return self.later(&why).await;
         }
@@ -154,7 +164,8 @@ impl<C: Cloud> Swap<'_, C> {
             None => format!("{od} already left {}", group.name),
             Some(m) if is_terminating(&m.lifecycle) => format!("{od} is already {}", m.lifecycle),
             Some(m) if m.lifecycle != LIFECYCLE_IN_SERVICE || m.protected_from_scale_in => {
-                let why = if m.protected_from_scale_in { "protected from scale-in".to_string() } else { m.lifecycle.clone() };
+                let why =
+                    if m.protected_from_scale_in { "protected from scale-in".to_string() } else { m.lifecycle.clone() };
                 return self.roll_back(&group, format!("{od} is now {why}")).await;
             }
             Some(_) if group.desired - 1 < group.min => {
@@ -187,7 +198,11 @@ impl<C: Cloud> Swap<'_, C> {
             Ok(Some(g)) if g.tags.contains_key(TAG_ORIGINAL_MAX) => g,
             _ => return,
         };
-        let spots = match self.cloud.instances(&InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) }, LIVE).await {
+        let spots = match self
+            .cloud
+            .instances(&InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) }, LIVE)
+            .await
+        {
             Ok(s) => s,
             Err(e) => return warn!(error = %e, "could not check other swaps; the scanner will restore MaxSize"),
         };
@@ -213,7 +228,12 @@ impl<C: Cloud> Swap<'_, C> {
     }
 
     async fn later(&self, why: &str) -> Outcome {
-        let message = Outgoing { body: to_body(self.req), delay_seconds: self.config.ready_delay, group_id: None, dedup_id: None };
+        let message = Outgoing {
+            body: to_body(self.req),
+            delay_seconds: self.config.ready_delay,
+            group_id: None,
+            dedup_id: None,
+        };
         match self.cloud.send(&self.config.swap_queue_url, vec![message]).await {
             Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {} s", self.config.ready_delay)),
             Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
@@ -227,7 +247,8 @@ impl<C: Cloud> Swap<'_, C> {
             return on_error("could not terminate the abandoned Spot instance", e);
         }
         warn!(spot = %spot.id, reason = %why, "abandoned swap; Spot instance terminated");
-        set_aside(self.cloud, self.config, &self.req.on_demand, self.now, format!("{why}; terminated {}", spot.id)).await
+        set_aside(self.cloud, self.config, &self.req.on_demand, self.now, format!("{why}; terminated {}", spot.id))
+            .await
     }
 
     /// Attached but the On-Demand instance must stay: take the Spot instance back out through
@@ -235,7 +256,9 @@ impl<C: Cloud> Swap<'_, C> {
     async fn roll_back(&self, group: &Group, why: String) -> Outcome {
         let spot_id = &self.req.spot;
         if group.desired - 1 < group.min {
-            return Outcome::Dropped(format!("{why}; rolling back {spot_id} would go below MinSize, both instances kept"));
+            return Outcome::Dropped(format!(
+                "{why}; rolling back {spot_id} would go below MinSize, both instances kept"
+            ));
         }
         if let Err(e) = self.cloud.terminate_in_group(spot_id, true).await {
             return on_error("could not roll back the Spot instance", e);

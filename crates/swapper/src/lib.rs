@@ -11,8 +11,16 @@ use tracing::info;
 
 pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let now = asg_core::now();
-    let (response, tally) =
-        handle_batch(event.payload, app.config.concurrency, |body| async move { swap(&app.cloud, &app.config, &body, now).await }).await;
-    info!(done = tally.done, dropped = tally.dropped, rejected = tally.rejected, retried = tally.retried, "batch complete");
+    let (response, tally) = handle_batch(event.payload, app.config.concurrency, |body| async move {
+        swap(&app.cloud, &app.config, &body, now).await
+    })
+    .await;
+    info!(
+        done = tally.done,
+        dropped = tally.dropped,
+        rejected = tally.rejected,
+        retried = tally.retried,
+        "batch complete"
+    );
     Ok(response)
 }

@@ -34,7 +34,10 @@ async fn main() {
     }
     let replaced: usize = before.iter().filter(|g| g.name != "reports").map(|g| g.on_demand().len()).sum();
     let calls: u64 = pipeline.api_calls().values().flat_map(|c| c.values()).sum();
-    println!("\n{replaced} On-Demand instances replaced; {calls} API calls in all ({:.1} per replacement, scans included)", calls as f64 / replaced as f64);
+    println!(
+        "\n{replaced} On-Demand instances replaced; {calls} API calls in all ({:.1} per replacement, scans included)",
+        calls as f64 / replaced as f64
+    );
     if !pipeline.violations.is_empty() {
         eprintln!("CAPACITY VIOLATIONS: {:#?}", pipeline.violations);
         std::process::exit(1);

@@ -1,0 +1,48 @@
+# asg-optimizer. `make demo` and `make test` are the two commands a new user needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+CARGO ?= cargo
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: demo test unit validate build tools fmt clean
+
+## Install the emulator and show the pipeline replacing On-Demand instances on an emulated account.
+demo: $(VENV)/.dev
+	$(CARGO) run --quiet -p e2e --bin demo
+
+## Unit tests and integration tests against moto (started by the tests on loopback).
+test: $(VENV)/.dev
+	$(CARGO) test --workspace
+
+## Unit tests only: no emulator needed.
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+## sam validate --lint on template.yaml.
+validate: $(VENV)/.deploy
+	$(VENV)/bin/sam validate --lint --region us-east-1
+
+## sam build: the three bootstrap binaries for arm64 with cargo-lambda (into .aws-sam/).
+build: $(VENV)/.deploy
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build --beta-features
+
+tools: $(VENV)/.deploy
+
+fmt:
+	$(CARGO) fmt --all
+
+$(VENV)/bin/pip:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.dev: requirements-dev.txt | $(VENV)/bin/pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.deploy: requirements-deploy.txt | $(VENV)/bin/pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .aws-sam target
