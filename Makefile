@@ -13,6 +13,7 @@ demo: $(VENV)/.dev
 
 ## Unit tests and integration tests against moto (started by the tests on loopback).
 test: $(VENV)/.dev
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 ## Unit tests only: no emulator needed.

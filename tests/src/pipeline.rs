@@ -16,6 +16,14 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
 
 use crate::account::Account;
+use crate::runtime::{build_binaries, template_function, Lambda};
+
+/// The three functions as processes, when the pipeline runs the real binaries.
+pub struct Binaries {
+    pub scanner: Lambda,
+    pub creator: Lambda,
+    pub swapper: Lambda,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consumer {
@@ -36,6 +44,8 @@ pub struct Pipeline<C> {
     pub violations: Vec<String>,
     /// Handler invocations so far, per function.
     pub invocations: BTreeMap<&'static str, usize>,
+    /// When set, invocations go to these processes instead of the in-process handlers.
+    pub binaries: Option<Binaries>,
 }
 
 /// The environment `template.yaml` gives the functions, pointed at this account's queues;
@@ -76,7 +86,39 @@ impl<C: Cloud + Clone> Pipeline<C> {
             baseline: BTreeMap::new(),
             violations: Vec::new(),
             invocations: BTreeMap::new(),
+            binaries: None,
         }
+    }
+
+    /// From now on, run the function binaries as Lambda would: each process started with the
+    /// environment `template.yaml` declares (parameters at their defaults unless given in
+    /// `parameters`), the account's endpoint in `AWS_ENDPOINT_URL`, fed through a Runtime API.
+    pub async fn use_binaries(&mut self, endpoint: &str, parameters: &[(&str, &str)]) {
+        let dir = build_binaries();
+        let (spot_queue, swap_queue) = (self.account.spot_queue.clone(), self.account.swap_queue.clone());
+        let start = |logical_id: &'static str| {
+            let function = template_function(logical_id, parameters, |name| match name {
+                "SpotCreatorQueue" => Some(spot_queue.clone()),
+                "SwapperQueue" => Some(swap_queue.clone()),
+                _ => None,
+            });
+            let mut env = function.environment;
+            for (k, v) in [
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ENDPOINT_URL", endpoint),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ] {
+                env.insert(k.into(), v.into());
+            }
+            let binary = dir.join(&function.binary);
+            async move { Lambda::start(logical_id, &binary, &env).await }
+        };
+        self.binaries = Some(Binaries {
+            scanner: start("ScannerFunction").await,
+            creator: start("SpotCreatorFunction").await,
+            swapper: start("SwapperFunction").await,
+        });
     }
 
     pub async fn watch(&mut self) {
@@ -104,7 +146,10 @@ impl<C: Cloud + Clone> Pipeline<C> {
             "source": "aws.events", "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
             "resources": ["arn:aws:events:us-east-1:123456789012:rule/asg-optimizer-scan"], "detail": {}
         });
-        let summary = scanner::handler(&self.scanner, LambdaEvent::new(event, Context::default())).await.expect("scan");
+        let summary = match &mut self.binaries {
+            Some(b) => serde_json::from_value(b.scanner.invoke(&event).await.expect("scan")).expect("a scan summary"),
+            None => scanner::handler(&self.scanner, LambdaEvent::new(event, Context::default())).await.expect("scan"),
+        };
         *self.invocations.entry("scanner").or_default() += 1;
         self.check("scan").await;
         summary
@@ -112,6 +157,17 @@ impl<C: Cloud + Clone> Pipeline<C> {
 
     /// Calls a consumer's handler on an event, as Lambda would.
     pub async fn invoke(&mut self, consumer: Consumer, event: SqsEvent) -> SqsBatchResponse {
+        if let Some(b) = &mut self.binaries {
+            let (name, lambda) = match consumer {
+                Consumer::SpotCreator => ("spot-creator", &mut b.creator),
+                Consumer::Swapper => ("swapper", &mut b.swapper),
+            };
+            let json = serde_json::to_value(&event).expect("serializable event");
+            let answer = lambda.invoke(&json).await.expect("an SQS handler never fails its whole batch");
+            *self.invocations.entry(name).or_default() += 1;
+            self.check(name).await;
+            return serde_json::from_value(answer).expect("a batch response");
+        }
         let event = LambdaEvent::new(event, Context::default());
         let (name, response) = match consumer {
             Consumer::SpotCreator => ("spot-creator", spot_creator::handler(&self.creator, event).await),

@@ -383,3 +383,37 @@ async fn the_sample_events_drive_each_handler() {
         assert_eq!(failed, [id], "{file}");
     }
 }
+
+#[tokio::test]
+async fn the_function_binaries_run_the_pipeline_under_the_lambda_runtime_api_wired_by_the_template() {
+    let (moto, mut p) = start(&[], &[("web", 1, 2, 4, true), ("reports", 1, 1, 2, false)]).await;
+    p.use_binaries(&moto.endpoint, &[("ReadyCheckDelaySeconds", "1"), ("MaxInFlightPercent", "100")]).await;
+    let reports = p.account.group("reports").await;
+
+    p.run_until_replaced(5).await;
+
+    let web = p.account.group("web").await;
+    assert_eq!((web.spot().len(), web.on_demand().len(), web.desired, web.max), (2, 0, 2, 4));
+    assert_eq!(p.account.group("reports").await, reports);
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+    let logs = p.binaries.as_ref().expect("binaries").scanner.logs();
+    let line =
+        logs.lines().find(|l| l.contains("scan complete")).unwrap_or_else(|| panic!("no summary line in {logs}"));
+    let json: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    assert_eq!(json["fields"]["groups"], 1, "{json}");
+}
+
+#[tokio::test]
+async fn a_binary_without_its_configuration_refuses_to_start_and_says_why() {
+    let dir = e2e::runtime::build_binaries();
+    let out = std::process::Command::new(dir.join("scanner"))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .env("SWAPPER_QUEUE_URL", "http://127.0.0.1:9/queue/swap")
+        .output()
+        .expect("run scanner");
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("SPOT_CREATOR_QUEUE_URL"), "{text}");
+}

@@ -37,6 +37,27 @@ pub struct BatchTally {
     pub retried: usize,
 }
 
+fn log_outcome(outcome: &Outcome) {
+    match outcome {
+        Outcome::Done(what) => info!(outcome = "done", "{what}"),
+        Outcome::Dropped(why) => warn!(outcome = "dropped", reason = %why, "message dropped"),
+        Outcome::Rejected(why) => {
+            warn!(outcome = "rejected", reason = %why, "message rejected; it will reach the dead-letter queue")
+        }
+        Outcome::Retry(why) => warn!(outcome = "retry", reason = %why, "message will be retried"),
+    }
+}
+
+/// Records the ids a message names on the current record's span.
+pub fn record_ids(group: &str, on_demand: &str, spot: Option<&str>) {
+    let span = tracing::Span::current();
+    span.record("asg", group);
+    span.record("od", on_demand);
+    if let Some(spot) = spot {
+        span.record("spot", spot);
+    }
+}
+
 /// Runs `work` on every record's body, at most `concurrency` at once, and returns the partial
 /// batch response. Records with the same body in one batch (a duplicate delivery) are worked on
 /// once and share the outcome. A record without a message id cannot be reported as failed (an
@@ -59,9 +80,23 @@ where
 
     let outcomes: Vec<(Vec<String>, Outcome)> = futures::stream::iter(by_body)
         .map(|(body, ids)| {
-            let span = info_span!("record", message_id = %ids[0], duplicates = ids.len() - 1);
+            // The workflows fill in asg, od and spot (see `record_ids`), so every line logged
+            // for this record, the outcome included, carries them.
+            let span = info_span!(
+                "record",
+                message_id = %ids[0],
+                duplicates = ids.len() - 1,
+                asg = tracing::field::Empty,
+                od = tracing::field::Empty,
+                spot = tracing::field::Empty,
+            );
             let fut = work(body);
-            async move { (ids, fut.await) }.instrument(span)
+            async move {
+                let outcome = fut.await;
+                log_outcome(&outcome);
+                (ids, outcome)
+            }
+            .instrument(span)
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -69,16 +104,6 @@ where
 
     let mut response = SqsBatchResponse::default();
     for (ids, outcome) in outcomes {
-        match &outcome {
-            Outcome::Done(what) => info!(message_id = %ids[0], outcome = "done", "{what}"),
-            Outcome::Dropped(why) => warn!(message_id = %ids[0], outcome = "dropped", reason = %why, "message dropped"),
-            Outcome::Rejected(why) => {
-                warn!(message_id = %ids[0], outcome = "rejected", reason = %why, "message rejected; it will reach the dead-letter queue")
-            }
-            Outcome::Retry(why) => {
-                warn!(message_id = %ids[0], outcome = "retry", reason = %why, "message will be retried")
-            }
-        }
         let n = ids.len();
         match outcome {
             Outcome::Done(_) => tally.done += n,

@@ -24,7 +24,7 @@ pub struct Config {
     pub max_in_flight_percent: u32,
     /// How long a scan's claim on an On-Demand instance lasts before its Spot copy must exist.
     pub claim_ttl: i64,
-    /// How long to wait between readiness checks of a Spot instance (SQS DelaySeconds, <= 900).
+    /// How long to wait between readiness checks of a Spot instance (SQS DelaySeconds, 1..=900).
     pub ready_delay: i32,
     /// How long after launch a Spot instance may take to pass its status checks.
     pub ready_deadline: i64,
@@ -93,7 +93,8 @@ impl Config {
             swap_queue_url: required("SWAPPER_QUEUE_URL")?,
             max_in_flight_percent: number("MAX_IN_FLIGHT_PERCENT", d.max_in_flight_percent.into(), 1, 100)? as u32,
             claim_ttl: number("CLAIM_TTL_SECONDS", d.claim_ttl, 60, 86_400)?,
-            ready_delay: number("READY_CHECK_DELAY_SECONDS", d.ready_delay.into(), 0, 900)? as i32,
+            // At least 1 s: 0 would make a waiting swap re-send itself in a tight loop.
+            ready_delay: number("READY_CHECK_DELAY_SECONDS", d.ready_delay.into(), 1, 900)? as i32,
             ready_deadline: number("READY_DEADLINE_SECONDS", d.ready_deadline, 1, 86_400)?,
             orphan_deadline: number("ORPHAN_DEADLINE_SECONDS", d.orphan_deadline, 1, 7 * 86_400)?,
             retry_after_failure: number("RETRY_AFTER_FAILURE_SECONDS", d.retry_after_failure, 0, 7 * 86_400)?,
@@ -141,7 +142,9 @@ mod tests {
 
     #[test]
     fn invalid_numbers_name_the_variable() {
-        for (value, reason) in [("abc", "not a whole number"), ("901", "between 0 and 900"), ("-1", "between")] {
+        for (value, reason) in
+            [("abc", "not a whole number"), ("901", "between 1 and 900"), ("0", "between 1 and 900"), ("-1", "between")]
+        {
             let err = Config::from_lookup(
                 Function::Swapper,
                 lookup(&[("SWAPPER_QUEUE_URL", "s"), ("READY_CHECK_DELAY_SECONDS", value)]),

@@ -40,6 +40,9 @@ const THROTTLING_CODES: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "Unavailable",
+    // Auto Scaling: another change to the group is still being applied.
+    "ResourceContention",
+    "ResourceContentionFault",
 ];
 
 impl AwsError {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tracing::{error, info, warn, Instrument};
+use tracing::{error, info, warn};
 
 use crate::batch::Outcome;
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
@@ -50,8 +50,8 @@ pub async fn create_spot<C: Cloud>(cloud: &C, config: &Config, body: &str, now: 
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
-    let span = tracing::info_span!("spot_request", asg = %req.group, od = %req.on_demand);
-    run(cloud, config, &req, now).instrument(span).await
+    crate::batch::record_ids(&req.group, &req.on_demand, None);
+    run(cloud, config, &req, now).await
 }
 
 async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch) -> Outcome {

@@ -45,7 +45,7 @@ pub struct ScanInput {
     pub orphan_deadline: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupPlan {
     pub name: String,
     pub desired: i32,
@@ -55,9 +55,9 @@ pub struct GroupPlan {
     pub in_flight: usize,
     /// On-Demand instances to enqueue now, oldest first.
     pub candidates: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 

@@ -12,8 +12,8 @@ use crate::message::{to_body, SpotRequest};
 use crate::model::{Epoch, Hold, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
 use crate::plan::{self, GroupPlan, ScanInput};
 
-/// What one scan saw and did. Logged as one line and returned by the function.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// What one scan saw and did. The scanner logs it as one line and returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScanSummary {
     pub groups: usize,
     pub candidates: usize,
@@ -24,10 +24,11 @@ pub struct ScanSummary {
     pub repaired: usize,
     pub per_group: Vec<GroupPlan>,
     /// AWS calls this scan made, per `service:Operation` (filled by the handler).
+    #[serde(default)]
     pub api_calls: BTreeMap<String, u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
 
@@ -71,17 +72,6 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     repair(cloud, &plan.repairs, &mut summary).await;
 
     summary.per_group = plan.groups;
-    info!(
-        groups = summary.groups,
-        candidates = summary.candidates,
-        enqueued = summary.enqueued,
-        in_flight = summary.in_flight,
-        cleaned_up = summary.cleaned_up,
-        resumed = summary.resumed,
-        repaired = summary.repaired,
-        errors = summary.errors.len(),
-        "scan complete"
-    );
     Ok(summary)
 }
 

@@ -3,7 +3,7 @@
 //! verify -> wait for readiness (by re-enqueueing, never sleeping) -> make room -> attach ->
 //! confirm InService -> retire the On-Demand instance through the group -> put MaxSize back.
 
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 use crate::batch::Outcome;
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE};
@@ -20,8 +20,8 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, body: &str, now: Epoch) 
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
-    let span = tracing::info_span!("swap", asg = %req.group, od = %req.on_demand, spot = %req.spot);
-    Swap { cloud, config, req: &req, now }.run().instrument(span).await
+    crate::batch::record_ids(&req.group, &req.on_demand, Some(&req.spot));
+    Swap { cloud, config, req: &req, now }.run().await
 }
 
 struct Swap<'a, C> {
@@ -135,7 +135,11 @@ impl<C: Cloud> Swap<'_, C> {
             // A concurrent delivery may have attached it: the re-read in finish() decides.
             warn!(code = e.code(), error = %e, "attach failed; re-reading the group");
             if !matches!(self.group().await, Ok(Some(g)) if g.member(spot_id).is_some()) {
-                return on_error("could not attach the Spot instance", e);
+                if e.transient {
+                    return on_error("could not attach the Spot instance", e);
+                }
+                // Refused (AMI gone, AZ not in the group, ...): retrying will not help.
+                return self.abandon(spot, format!("attach refused: {e}")).await;
             }
         } else {
             info!(asg = %group.name, spot = %spot_id, "attached");
@@ -247,6 +251,7 @@ impl<C: Cloud> Swap<'_, C> {
             return on_error("could not terminate the abandoned Spot instance", e);
         }
         warn!(spot = %spot.id, reason = %why, "abandoned swap; Spot instance terminated");
+        self.restore_max().await;
         set_aside(self.cloud, self.config, &self.req.on_demand, self.now, format!("{why}; terminated {}", spot.id))
             .await
     }

@@ -18,6 +18,18 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
     let before = app.calls.snapshot();
     let mut summary = scan(&app.cloud, &app.config, asg_core::now()).await?;
     summary.api_calls = app.calls.since(&before);
-    info!(event_id, summary = %serde_json::to_string(&summary).unwrap_or_default(), "scan summary");
+    info!(
+        event_id,
+        groups = summary.groups,
+        candidates = summary.candidates,
+        enqueued = summary.enqueued,
+        in_flight = summary.in_flight,
+        cleaned_up = summary.cleaned_up,
+        resumed = summary.resumed,
+        repaired = summary.repaired,
+        errors = summary.errors.len(),
+        summary = %serde_json::to_string(&summary).unwrap_or_default(),
+        "scan complete"
+    );
     Ok(summary)
 }
