@@ -45,6 +45,12 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn group_of(&self, ids: &[String]) -> Result<BTreeMap<String, String>> {
         self.inner.group_of(ids).await
     }
+    async fn spot_prices(&self, types: &[String]) -> Result<BTreeMap<(String, String), f64>> {
+        self.inner.spot_prices(types).await
+    }
+    async fn on_demand_prices(&self, types: &[String]) -> Result<BTreeMap<String, f64>> {
+        self.inner.on_demand_prices(types).await
+    }
     async fn termination_protected(&self, id: &str) -> Result<bool> {
         self.inner.termination_protected(id).await
     }

@@ -7,6 +7,7 @@ pub mod account;
 pub mod faults;
 pub mod moto;
 pub mod pipeline;
+pub mod pricelist;
 pub mod runtime;
 
 pub use account::{Account, GroupView, InstanceView};

@@ -93,7 +93,7 @@ impl<C: Cloud + Clone> Pipeline<C> {
     /// From now on, run the function binaries as Lambda would: each process started with the
     /// environment `template.yaml` declares (parameters at their defaults unless given in
     /// `parameters`), the account's endpoint in `AWS_ENDPOINT_URL`, fed through a Runtime API.
-    pub async fn use_binaries(&mut self, endpoint: &str, parameters: &[(&str, &str)]) {
+    pub async fn use_binaries(&mut self, endpoint: &str, parameters: &[(&str, &str)], extra_env: &[(&str, &str)]) {
         let dir = build_binaries();
         let (spot_queue, swap_queue) = (self.account.spot_queue.clone(), self.account.swap_queue.clone());
         let start = |logical_id: &'static str| {
@@ -108,7 +108,10 @@ impl<C: Cloud + Clone> Pipeline<C> {
                 ("AWS_ENDPOINT_URL", endpoint),
                 ("AWS_ACCESS_KEY_ID", "testing"),
                 ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ] {
+            ]
+            .into_iter()
+            .chain(extra_env.iter().copied())
+            {
                 env.insert(k.into(), v.into());
             }
             let binary = dir.join(&function.binary);

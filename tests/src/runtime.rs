@@ -101,32 +101,45 @@ impl Drop for Lambda {
     }
 }
 
+/// One HTTP/1.1 request, as much of it as the stand-ins here need.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// Reads the next request of a keep-alive connection; `None` when the peer closed it.
+pub async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = HashMap::new();
+    loop {
+        let mut header = String::new();
+        stream.read_line(&mut header).await.ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (k, v) = header.split_once(':').unwrap_or((header, ""));
+        headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+    }
+    let chunked = headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        read_chunked(stream).await
+    } else {
+        read_exact(stream, headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)).await
+    };
+    Some(Request { method, path, headers, body })
+}
+
 async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let mut stream = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) =
-            (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string());
-        let (mut length, mut chunked) = (0usize, false);
-        loop {
-            let mut header = String::new();
-            stream.read_line(&mut header).await.unwrap_or(0);
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (k, v) = header.split_once(':').unwrap_or((header, ""));
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => length = v.trim().parse().unwrap_or(0),
-                "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
-                _ => {}
-            }
-        }
-        let body = if chunked { read_chunked(&mut stream).await } else { read_exact(&mut stream, length).await };
+    while let Some(Request { method, path, body, .. }) = read_request(&mut stream).await {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let response = match (method.as_str(), segments.as_slice()) {
             ("GET", ["2018-06-01", "runtime", "invocation", "next"]) => {
@@ -186,7 +199,7 @@ async fn read_chunked(stream: &mut BufReader<TcpStream>) -> String {
     }
 }
 
-fn http(status: u16, headers: &str, body: &str) -> String {
+pub fn http(status: u16, headers: &str, body: &str) -> String {
     let reason = match status {
         200 => "OK",
         202 => "Accepted",

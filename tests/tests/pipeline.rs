@@ -387,7 +387,7 @@ async fn the_sample_events_drive_each_handler() {
 #[tokio::test]
 async fn the_function_binaries_run_the_pipeline_under_the_lambda_runtime_api_wired_by_the_template() {
     let (moto, mut p) = start(&[], &[("web", 1, 2, 4, true), ("reports", 1, 1, 2, false)]).await;
-    p.use_binaries(&moto.endpoint, &[("ReadyCheckDelaySeconds", "1"), ("MaxInFlightPercent", "100")]).await;
+    p.use_binaries(&moto.endpoint, &[("ReadyCheckDelaySeconds", "1"), ("MaxInFlightPercent", "100")], &[]).await;
     let reports = p.account.group("reports").await;
 
     p.run_until_replaced(5).await;
@@ -402,6 +402,80 @@ async fn the_function_binaries_run_the_pipeline_under_the_lambda_runtime_api_wir
     let json: serde_json::Value =
         serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
     assert_eq!(json["fields"]["groups"], 1, "{json}");
+
+    // Each function wrote valid EMF documents; the counts add up to what happened.
+    let b = p.binaries.as_ref().expect("binaries");
+    assert!(emf_total(&b.scanner.logs(), "scanner", "ReplacementsStarted") >= 2.0);
+    assert_eq!(emf_total(&b.creator.logs(), "spot-creator", "SpotInstancesLaunched"), 2.0);
+    assert_eq!(emf_total(&b.swapper.logs(), "swapper", "ReplacementsCompleted"), 2.0);
+    assert_eq!(emf_total(&b.swapper.logs(), "swapper", "ReplacementsFailed"), 0.0);
+}
+
+/// Checks every EMF document in a function's output and sums one metric over them.
+fn emf_total(logs: &str, function: &str, metric: &str) -> f64 {
+    let docs: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|d| d.get("_aws").is_some())
+        .collect();
+    assert!(!docs.is_empty(), "{function} wrote no EMF document:\n{logs}");
+    let mut total = 0.0;
+    for doc in &docs {
+        assert!(doc["_aws"]["Timestamp"].as_i64().is_some_and(|t| t > 1_600_000_000_000), "{doc}");
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "AsgOptimizer", "{doc}");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["Function"]]), "{doc}");
+        assert_eq!(doc["Function"], function, "{doc}");
+        for definition in directive["Metrics"].as_array().expect("metric definitions") {
+            let name = definition["Name"].as_str().expect("a metric name");
+            assert!(doc[name].is_number(), "{name} declared but not a number in {doc}");
+            assert!(matches!(definition["Unit"].as_str(), Some("Count" | "None")), "{doc}");
+        }
+        total += doc[metric].as_f64().unwrap_or(0.0);
+    }
+    total
+}
+
+#[tokio::test]
+async fn savings_are_estimated_with_prices_looked_up_once_and_cached() {
+    let groups = [("a", 1, 2, 4, true), ("b", 1, 2, 4, true), ("c", 1, 2, 4, true)];
+    let (moto, mut p) = start(&[], &groups).await;
+    let prices = e2e::pricelist::FakePriceList::start([("m5.large".to_string(), 0.096)].into()).await;
+    let params = [("ReadyCheckDelaySeconds", "1"), ("MaxInFlightPercent", "100")];
+    p.use_binaries(&moto.endpoint, &params, &[("AWS_ENDPOINT_URL_PRICING", prices.endpoint.as_str())]).await;
+    p.run_until_replaced(5).await;
+    assert_eq!(prices.requests(), 1, "one On-Demand price lookup for one instance type, however many groups");
+
+    for _ in 0..2 {
+        let summary = p.scan().await;
+        assert_eq!(summary.spot_managed, 6);
+        let savings = summary.savings.expect("an estimate");
+        assert_eq!((savings.priced, savings.unpriced), (6, 0));
+        // moto quotes every Spot pool at 0.00001 USD.
+        assert!((savings.usd_per_hour - 6.0 * (0.096 - 0.00001)).abs() < 1e-6, "{savings:?}");
+        assert_eq!(summary.api_calls.get("ec2:DescribeSpotPriceHistory"), Some(&1), "{:?}", summary.api_calls);
+        assert_eq!(summary.api_calls.get("pricing:GetProducts"), None, "cached across scans");
+    }
+    assert_eq!(prices.requests(), 1);
+    let logs = p.binaries.as_ref().expect("binaries").scanner.logs();
+    let last = logs.lines().filter(|l| l.contains("EstimatedHourlySavingsUSD")).last().expect("savings metric");
+    let doc: serde_json::Value = serde_json::from_str(last).expect("EMF");
+    assert!((doc["EstimatedHourlySavingsUSD"].as_f64().unwrap() - 6.0 * (0.096 - 0.00001)).abs() < 1e-6);
+    assert_eq!(doc["SpotInstancesManaged"], 6.0);
+}
+
+#[tokio::test]
+async fn a_fixed_price_table_replaces_the_price_lookups() {
+    let (_moto, mut p) = start(&[("PRICE_TABLE", "m5.large=0.10:0.04")], &[("web", 1, 2, 4, true)]).await;
+    p.run_until_replaced(5).await;
+    let summary = p.scan().await;
+    let savings = summary.savings.expect("an estimate");
+    assert!((savings.usd_per_hour - 2.0 * 0.06).abs() < 1e-9, "{savings:?}");
+    assert!(
+        !summary.api_calls.keys().any(|op| op.contains("Price") || op.starts_with("pricing:")),
+        "{:?}",
+        summary.api_calls
+    );
 }
 
 #[tokio::test]

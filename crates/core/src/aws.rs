@@ -10,6 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_autoscaling as asg;
 use aws_sdk_ec2 as ec2;
+use aws_sdk_pricing as pricing;
 use aws_sdk_sqs as sqs;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
@@ -76,13 +77,20 @@ impl Intercept for ApiCalls {
     }
 }
 
-/// The real thing: EC2, Auto Scaling and SQS clients built once per cold start.
+/// The real thing: EC2, Auto Scaling, SQS and Price List clients built once per cold start.
 #[derive(Debug, Clone)]
 pub struct AwsCloud {
     ec2: ec2::Client,
     asg: asg::Client,
     sqs: sqs::Client,
+    pricing: pricing::Client,
+    region: String,
+    /// On-Demand prices already looked up, with when: kept for [`PRICE_TTL`].
+    on_demand_cache: Arc<Mutex<BTreeMap<String, (f64, std::time::Instant)>>>,
 }
+
+/// How long a looked-up On-Demand price is reused.
+const PRICE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl AwsCloud {
     /// Region, credentials and endpoints from the standard environment (`AWS_REGION`,
@@ -105,7 +113,16 @@ impl AwsCloud {
         Self {
             ec2: ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(calls.clone()).build()),
             asg: asg::Client::from_conf(asg::config::Builder::from(config).interceptor(calls.clone()).build()),
-            sqs: sqs::Client::from_conf(sqs::config::Builder::from(config).interceptor(calls).build()),
+            sqs: sqs::Client::from_conf(sqs::config::Builder::from(config).interceptor(calls.clone()).build()),
+            // The Price List API answers in us-east-1 (and two other Regions) whatever ours is.
+            pricing: pricing::Client::from_conf(
+                pricing::config::Builder::from(config)
+                    .region(aws_config::Region::new("us-east-1"))
+                    .interceptor(calls)
+                    .build(),
+            ),
+            region: config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()),
+            on_demand_cache: Arc::default(),
         }
     }
 }
@@ -308,6 +325,78 @@ impl Cloud for AwsCloud {
             for i in page.auto_scaling_instances() {
                 if let (Some(id), Some(group)) = (i.instance_id(), i.auto_scaling_group_name()) {
                     out.insert(id.to_string(), group.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn spot_prices(&self, types: &[String]) -> Result<BTreeMap<(String, String), f64>> {
+        let mut out = BTreeMap::new();
+        if types.is_empty() {
+            return Ok(out);
+        }
+        let mut pages = self
+            .ec2
+            .describe_spot_price_history()
+            .set_instance_types(Some(types.iter().map(|t| ec2::types::InstanceType::from(t.as_str())).collect()))
+            .product_descriptions("Linux/UNIX")
+            .start_time(aws_smithy_types::DateTime::from(std::time::SystemTime::now()))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for p in page.map_err(err("ec2:DescribeSpotPriceHistory"))?.spot_price_history() {
+                let (Some(t), Some(az), Some(price)) = (p.instance_type(), p.availability_zone(), p.spot_price())
+                else {
+                    continue;
+                };
+                if let Ok(price) = price.parse::<f64>() {
+                    // Newest first: keep the first price seen for each pool.
+                    out.entry((t.as_str().to_string(), az.to_string())).or_insert(price);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn on_demand_prices(&self, types: &[String]) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for t in types {
+            let cached = self.on_demand_cache.lock().ok().and_then(|c| c.get(t).copied());
+            if let Some((price, _)) = cached.filter(|(_, at)| at.elapsed() < PRICE_TTL) {
+                out.insert(t.clone(), price);
+                continue;
+            }
+            let term = |field: &str, value: &str| {
+                pricing::types::Filter::builder()
+                    .r#type(pricing::types::FilterType::TermMatch)
+                    .field(field)
+                    .value(value)
+                    .build()
+                    .expect("field, type and value are set")
+            };
+            let mut pages = self
+                .pricing
+                .get_products()
+                .service_code("AmazonEC2")
+                .filters(term("instanceType", t))
+                .filters(term("regionCode", &self.region))
+                .filters(term("operatingSystem", "Linux"))
+                .filters(term("tenancy", "Shared"))
+                .filters(term("preInstalledSw", "NA"))
+                .filters(term("capacitystatus", "Used"))
+                .filters(term("licenseModel", "No License required"))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(err("pricing:GetProducts"))?;
+                if let Some(price) = page.price_list().iter().find_map(|doc| crate::savings::on_demand_price(doc)) {
+                    out.insert(t.clone(), price);
+                    if let Ok(mut cache) = self.on_demand_cache.lock() {
+                        cache.insert(t.clone(), (price, std::time::Instant::now()));
+                    }
+                    break;
                 }
             }
         }

@@ -56,6 +56,11 @@ pub trait Cloud: Send + Sync {
     fn health(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, Health>>> + Send;
     /// DescribeAutoScalingInstances: which group, if any, each instance belongs to.
     fn group_of(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    /// Current Spot price per (instance type, Availability Zone), Linux/UNIX, in USD per hour.
+    fn spot_prices(&self, types: &[String]) -> impl Future<Output = Result<BTreeMap<(String, String), f64>>> + Send;
+    /// On-Demand price per instance type in this Region (Linux, shared tenancy), USD per hour.
+    /// The adapter caches these across invocations: they change a few times a year.
+    fn on_demand_prices(&self, types: &[String]) -> impl Future<Output = Result<BTreeMap<String, f64>>> + Send;
     /// DescribeInstanceAttribute disableApiTermination.
     fn termination_protected(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
 

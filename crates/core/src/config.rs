@@ -2,6 +2,7 @@
 //! Every value has a template parameter behind it; the README lists them all.
 
 use crate::error::ConfigError;
+use crate::savings::PriceTable;
 
 /// Which function is reading its configuration: each requires only the queues it talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,7 +12,7 @@ pub enum Function {
     Swapper,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Tag key and value that opt a group in (`AsgOptimiser` = `true`).
     pub opt_in_key: String,
@@ -34,6 +35,10 @@ pub struct Config {
     pub retry_after_failure: i64,
     /// SQS records handled at once within one invocation.
     pub concurrency: usize,
+    /// CloudWatch namespace of the metrics the functions emit.
+    pub metrics_namespace: String,
+    /// Fixed prices to estimate savings with; empty means look them up.
+    pub price_table: PriceTable,
 }
 
 impl Default for Config {
@@ -50,6 +55,8 @@ impl Default for Config {
             orphan_deadline: 20 * 60,
             retry_after_failure: 30 * 60,
             concurrency: 4,
+            metrics_namespace: "AsgOptimizer".into(),
+            price_table: PriceTable::default(),
         }
     }
 }
@@ -99,6 +106,15 @@ impl Config {
             orphan_deadline: number("ORPHAN_DEADLINE_SECONDS", d.orphan_deadline, 1, 7 * 86_400)?,
             retry_after_failure: number("RETRY_AFTER_FAILURE_SECONDS", d.retry_after_failure, 0, 7 * 86_400)?,
             concurrency: number("RECORD_CONCURRENCY", d.concurrency as i64, 1, 10)? as usize,
+            metrics_namespace: get("METRICS_NAMESPACE").unwrap_or(d.metrics_namespace),
+            price_table: match get("PRICE_TABLE") {
+                None => PriceTable::default(),
+                Some(raw) => PriceTable::parse(&raw).map_err(|reason| ConfigError::Invalid {
+                    name: "PRICE_TABLE",
+                    value: raw.clone(),
+                    reason,
+                })?,
+            },
         };
         if config.orphan_deadline <= config.ready_deadline {
             // Otherwise the scanner could terminate a Spot instance the swapper is about to attach.
@@ -153,6 +169,24 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains("READY_CHECK_DELAY_SECONDS") && text.contains(reason), "{text}");
         }
+    }
+
+    #[test]
+    fn a_price_table_is_read_or_refused() {
+        let c = Config::from_lookup(
+            Function::Scanner,
+            lookup(&[
+                ("SWAPPER_QUEUE_URL", "s"),
+                ("SPOT_CREATOR_QUEUE_URL", "q.fifo"),
+                ("PRICE_TABLE", "m5.large=0.096:0.03"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.price_table.0["m5.large"], (0.096, 0.03));
+        let err =
+            Config::from_lookup(Function::Swapper, lookup(&[("SWAPPER_QUEUE_URL", "s"), ("PRICE_TABLE", "m5.large")]))
+                .unwrap_err();
+        assert!(err.to_string().contains("PRICE_TABLE"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINA
 use crate::config::Config;
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest, SwapRequest};
+use crate::metrics::{self, Metrics};
 use crate::model::{
     rfc3339, Epoch, Hold, Instance, LaunchResult, LaunchSource, SpotLaunch, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_HOLD,
     TAG_LAUNCHED_AT, TAG_REPLACES,
@@ -45,16 +46,16 @@ pub(crate) fn on_error(what: &str, e: AwsError) -> Outcome {
     }
 }
 
-pub async fn create_spot<C: Cloud>(cloud: &C, config: &Config, body: &str, now: Epoch) -> Outcome {
+pub async fn create_spot<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SpotRequest::parse(body) {
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
     crate::batch::record_ids(&req.group, &req.on_demand, None);
-    run(cloud, config, &req, now).await
+    run(cloud, config, metrics, &req, now).await
 }
 
-async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch) -> Outcome {
+async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &SpotRequest, now: Epoch) -> Outcome {
     let (group_name, od_id) = (req.group.as_str(), req.on_demand.as_str());
 
     // A redelivered message finds the copy it launched before and only re-sends the swap.
@@ -144,14 +145,17 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, now: Epoch
     let pool = format!("{} in {}", launch.instance_type, launch.subnet_id);
     match cloud.launch_spot(&launch).await {
         Ok(LaunchResult::Launched { instance_id }) => {
+            metrics.incr(metrics::SPOT_LAUNCHED);
             info!(asg = %group_name, od = %od_id, spot = %instance_id, pool = %pool, "Spot copy launched");
             send_swap(cloud, config, req, &instance_id, "Spot copy launched").await
         }
         Ok(LaunchResult::NoCapacity { code, message }) => {
+            metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
             warn!(asg = %group_name, od = %od_id, pool = %pool, code = %code, reason = %message, "no Spot capacity; keeping On-Demand");
             set_aside(cloud, config, od_id, now, format!("no Spot capacity for {pool}: {code}")).await
         }
         Ok(LaunchResult::Refused { code, message }) => {
+            metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
             error!(asg = %group_name, od = %od_id, pool = %pool, code = %code, reason = %message, "Spot launch refused; keeping On-Demand");
             set_aside(cloud, config, od_id, now, format!("Spot launch refused for {pool}: {code}: {message}")).await
         }

@@ -8,8 +8,10 @@ pub mod config;
 pub mod error;
 pub mod launch;
 pub mod message;
+pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod savings;
 pub mod scan;
 pub mod swap;
 

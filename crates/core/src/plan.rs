@@ -206,6 +206,17 @@ fn plan_group(
     plan
 }
 
+/// Our Spot instances serving in opted-in groups, as (instance type, Availability Zone).
+pub fn managed_spots(input: &ScanInput) -> Vec<(String, String)> {
+    let members: BTreeSet<&str> = input.opted_in.iter().flat_map(|g| g.members.iter().map(|m| m.id.as_str())).collect();
+    input
+        .spots
+        .iter()
+        .filter(|s| s.spot && s.is_live() && members.contains(s.id.as_str()))
+        .map(|s| (s.instance_type.clone(), s.availability_zone.clone().unwrap_or_default()))
+        .collect()
+}
+
 /// A swap of this group is under way: a live Spot instance of ours for it is not attached yet,
 /// or is attached while the On-Demand instance it replaces is still a member.
 pub fn busy(g: &Group, spots: &[Instance]) -> bool {

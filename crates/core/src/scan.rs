@@ -11,9 +11,10 @@ use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest};
 use crate::model::{Epoch, Hold, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
 use crate::plan::{self, GroupPlan, ScanInput};
+use crate::savings::{self, Savings};
 
 /// What one scan saw and did. The scanner logs it as one line and returns it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanSummary {
     pub groups: usize,
     pub candidates: usize,
@@ -22,6 +23,11 @@ pub struct ScanSummary {
     pub cleaned_up: usize,
     pub resumed: usize,
     pub repaired: usize,
+    /// Our Spot instances serving in opted-in groups, and what they save per hour (absent when
+    /// prices could not be had).
+    pub spot_managed: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savings: Option<Savings>,
     pub per_group: Vec<GroupPlan>,
     /// AWS calls this scan made, per `service:Operation` (filled by the handler).
     #[serde(default)]
@@ -45,7 +51,7 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     let spots =
         cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
 
-    let plan = plan::plan_scan(&ScanInput {
+    let input = ScanInput {
         opted_in,
         raised,
         instances,
@@ -53,7 +59,9 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
         now,
         default_percent: config.max_in_flight_percent,
         orphan_deadline: config.orphan_deadline,
-    });
+    };
+    let plan = plan::plan_scan(&input);
+    let managed = plan::managed_spots(&input);
 
     let mut summary = ScanSummary {
         groups: plan.groups.len(),
@@ -66,6 +74,9 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
         summary.notes.extend(g.notes.iter().map(|n| format!("group {}: {n}", g.name)));
     }
 
+    summary.spot_managed = managed.len();
+    summary.savings = estimate_savings(cloud, config, &managed, &mut summary.notes).await;
+
     enqueue(cloud, config, now, &plan.groups, &mut summary).await;
     clean_up(cloud, &plan.orphans, &mut summary).await;
     resume(cloud, config, &plan.stalled, &mut summary).await;
@@ -73,6 +84,44 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
 
     summary.per_group = plan.groups;
     Ok(summary)
+}
+
+/// Prices are looked up once per scan, for the distinct types only (On-Demand prices are also
+/// cached by the adapter); a fixed table in the configuration replaces both lookups. A failed
+/// lookup costs the estimate, never the scan.
+async fn estimate_savings<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    managed: &[(String, String)],
+    notes: &mut Vec<String>,
+) -> Option<Savings> {
+    if managed.is_empty() {
+        return Some(Savings::default());
+    }
+    let (on_demand, spot) = if config.price_table.is_empty() {
+        let types: Vec<String> =
+            managed.iter().map(|(t, _)| t.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let spot = cloud.spot_prices(&types).await;
+        let on_demand = cloud.on_demand_prices(&types).await;
+        match (on_demand, spot) {
+            (Ok(od), Ok(sp)) => (od, sp),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(code = e.code(), error = %e, "prices unavailable; no savings estimate this scan");
+                notes.push(format!("no savings estimate: {e}"));
+                return None;
+            }
+        }
+    } else {
+        savings::from_table(&config.price_table, managed)
+    };
+    let s = savings::hourly_savings(managed, &on_demand, &spot);
+    if s.unpriced > 0 {
+        notes.push(format!(
+            "{} Spot instances have no known price and are left out of the savings estimate",
+            s.unpriced
+        ));
+    }
+    Some(s)
 }
 
 fn failed(summary: &mut ScanSummary, what: &str, e: &AwsError) {

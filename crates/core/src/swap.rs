@@ -10,23 +10,25 @@ use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE};
 use crate::config::Config;
 use crate::launch::{on_error, set_aside};
 use crate::message::{to_body, SwapRequest};
+use crate::metrics::{self, Metrics};
 use crate::model::{Epoch, Group, Instance, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES};
 use crate::plan;
 
 const ANY_STATE: &[&str] = &["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
 
-pub async fn swap<C: Cloud>(cloud: &C, config: &Config, body: &str, now: Epoch) -> Outcome {
+pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SwapRequest::parse(body) {
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
     crate::batch::record_ids(&req.group, &req.on_demand, Some(&req.spot));
-    Swap { cloud, config, req: &req, now }.run().await
+    Swap { cloud, config, metrics, req: &req, now }.run().await
 }
 
 struct Swap<'a, C> {
     cloud: &'a C,
     config: &'a Config,
+    metrics: &'a Metrics,
     req: &'a SwapRequest,
     now: Epoch,
 }
@@ -186,6 +188,7 @@ impl<C: Cloud> Swap<'_, C> {
                     return on_error("could not retire the On-Demand instance", e);
                 }
                 info!(asg = %group.name, od = %od, spot = %spot_id, "swapped");
+                self.metrics.incr(metrics::REPLACEMENTS_COMPLETED);
                 format!("swapped {od} for {spot_id}")
             }
         };
@@ -251,6 +254,7 @@ impl<C: Cloud> Swap<'_, C> {
             return on_error("could not terminate the abandoned Spot instance", e);
         }
         warn!(spot = %spot.id, reason = %why, "abandoned swap; Spot instance terminated");
+        self.metrics.incr(metrics::REPLACEMENTS_FAILED);
         self.restore_max().await;
         set_aside(self.cloud, self.config, &self.req.on_demand, self.now, format!("{why}; terminated {}", spot.id))
             .await
@@ -269,6 +273,7 @@ impl<C: Cloud> Swap<'_, C> {
             return on_error("could not roll back the Spot instance", e);
         }
         warn!(spot = %spot_id, reason = %why, "rolled back: Spot instance terminated through the group");
+        self.metrics.incr(metrics::REPLACEMENTS_FAILED);
         self.restore_max().await;
         Outcome::Dropped(format!("{why}; rolled back {spot_id}, {} kept", self.req.on_demand))
     }

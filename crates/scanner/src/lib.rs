@@ -1,6 +1,7 @@
 //! The scanner's handler: one scan per scheduled event.
 
 use asg_core::cloud::Cloud;
+use asg_core::metrics::{self, Metrics, Unit};
 use asg_core::scan::{scan, ScanSummary};
 use asg_core::App;
 use lambda_runtime::{Error, LambdaEvent};
@@ -18,6 +19,15 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
     let before = app.calls.snapshot();
     let mut summary = scan(&app.cloud, &app.config, asg_core::now()).await?;
     summary.api_calls = app.calls.since(&before);
+    let m = Metrics::default();
+    m.add(metrics::REPLACEMENTS_STARTED, summary.enqueued as f64);
+    m.add(metrics::ORPHANS_CLEANED, summary.cleaned_up as f64);
+    m.add(metrics::SCAN_ERRORS, summary.errors.len() as f64);
+    m.add(metrics::SPOT_INSTANCES_MANAGED, summary.spot_managed as f64);
+    if let Some(s) = &summary.savings {
+        m.set(metrics::ESTIMATED_HOURLY_SAVINGS, s.usd_per_hour, Unit::None);
+    }
+    m.publish(&app.config.metrics_namespace, "scanner");
     info!(
         event_id,
         groups = summary.groups,
@@ -27,6 +37,8 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
         cleaned_up = summary.cleaned_up,
         resumed = summary.resumed,
         repaired = summary.repaired,
+        spot_managed = summary.spot_managed,
+        savings_usd_per_hour = summary.savings.as_ref().map(|s| s.usd_per_hour),
         errors = summary.errors.len(),
         summary = %serde_json::to_string(&summary).unwrap_or_default(),
         "scan complete"
