@@ -5,7 +5,7 @@ VENV := .venv
 CARGO ?= cargo
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test unit validate build tools fmt clean
+.PHONY: demo test unit bench validate build tools fmt clean
 
 ## Install the emulator and show the pipeline replacing On-Demand instances on an emulated account.
 demo: $(VENV)/.dev
@@ -19,6 +19,10 @@ test: $(VENV)/.dev
 ## Unit tests only: no emulator needed.
 unit:
 	$(CARGO) test --workspace --lib --bins
+
+## Figures, not tests: API calls per scan and per replacement, bootstrap sizes, peak memory.
+bench: $(VENV)/.dev build
+	$(CARGO) run --quiet -p e2e --bin bench
 
 ## sam validate --lint on template.yaml.
 validate: $(VENV)/.deploy

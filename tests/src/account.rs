@@ -74,7 +74,7 @@ impl Account {
             let s = ec2
                 .create_subnet()
                 .vpc_id(&vpc_id)
-                .cidr_block(format!("10.0.{n}.0/24"))
+                .cidr_block(format!("10.0.{}.0/20", n * 16))
                 .availability_zone(*az)
                 .send()
                 .await

@@ -100,8 +100,10 @@ impl AwsCloud {
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_secs(10))
-                    .operation_timeout(Duration::from_secs(40))
+                    // A page of 1,000 instances can be slow to come; a hung connection must
+                    // not eat the function's whole timeout either.
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .operation_timeout(Duration::from_secs(60))
                     .build(),
             )
             .load()

@@ -27,6 +27,9 @@ pub struct App<C> {
     pub config: config::Config,
     /// The calls `cloud` makes, when it is the SDK adapter built with them.
     pub calls: aws::ApiCalls,
+    /// Write EMF metric documents to stdout: on under Lambda, off when the handlers run
+    /// in-process (tests, demo), where stdout is for people.
+    pub emit_metrics: bool,
 }
 
 impl App<aws::AwsCloud> {
@@ -36,6 +39,6 @@ impl App<aws::AwsCloud> {
         let config = config::Config::from_env(function)?;
         let calls = aws::ApiCalls::default();
         let cloud = aws::AwsCloud::from_env(calls.clone()).await;
-        Ok(App { cloud, config, calls })
+        Ok(App { cloud, config, calls, emit_metrics: true })
     }
 }

@@ -71,7 +71,7 @@ impl<C: Cloud> Swap<'_, C> {
         }
         if group.member(spot_id).is_some() {
             // Attached by an earlier delivery: resume after the attach.
-            return self.finish(&spot, false).await;
+            return self.finish(&spot).await;
         }
         self.attach(&spot, group).await
     }
@@ -146,11 +146,11 @@ impl<C: Cloud> Swap<'_, C> {
         } else {
             info!(asg = %group.name, spot = %spot_id, "attached");
         }
-        self.finish(spot, true).await
+        self.finish(spot).await
     }
 
     /// The Spot instance is in the group: once it is InService, retire the On-Demand instance.
-    async fn finish(&self, spot: &Instance, just_attached: bool) -> Outcome {
+    async fn finish(&self, spot: &Instance) -> Outcome {
         let (od, spot_id) = (&self.req.on_demand, &self.req.spot);
         let group = match self.group().await {
             Ok(Some(g)) => g,
@@ -192,7 +192,9 @@ impl<C: Cloud> Swap<'_, C> {
                 format!("swapped {od} for {spot_id}")
             }
         };
-        if just_attached || group.tags.contains_key(TAG_ORIGINAL_MAX) {
+        // The read above was made after any raise of this swap, so it shows the tag if one
+        // is there.
+        if group.tags.contains_key(TAG_ORIGINAL_MAX) {
             self.restore_max().await;
         }
         Outcome::Done(done)

@@ -27,7 +27,9 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
     if let Some(s) = &summary.savings {
         m.set(metrics::ESTIMATED_HOURLY_SAVINGS, s.usd_per_hour, Unit::None);
     }
-    m.publish(&app.config.metrics_namespace, "scanner");
+    if app.emit_metrics {
+        m.publish(&app.config.metrics_namespace, "scanner");
+    }
     info!(
         event_id,
         groups = summary.groups,

@@ -20,7 +20,9 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<SqsEvent>) -> Re
     .await;
     metrics.add(metrics::MESSAGES_REJECTED, tally.rejected as f64);
     metrics.add(metrics::MESSAGES_RETRIED, tally.retried as f64);
-    metrics.publish(&app.config.metrics_namespace, "swapper");
+    if app.emit_metrics {
+        metrics.publish(&app.config.metrics_namespace, "swapper");
+    }
     info!(
         done = tally.done,
         dropped = tally.dropped,

@@ -1,0 +1,162 @@
+//! `make bench`: figures, not a test. Against moto on loopback:
+//! 1. API calls of one scan of 200 opted-in groups holding 2,000 instances, against the lower
+//!    bound ceil(groups/100) + ceil(instances/1000) describes + one send per 10 candidates;
+//! 2. API calls per completed replacement, over the 200 replacements that scan starts;
+//! 3. the size of each arm64 release bootstrap (from `make build`);
+//! 4. peak resident memory of each function binary while handling the largest invocation, and
+//!    the CPU time of the scan itself (the emulator's time excluded).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use e2e::pipeline::{environment, Consumer};
+use e2e::{Account, Moto, Pipeline};
+
+const GROUPS: usize = 200;
+const PER_GROUP: i32 = 10;
+
+async fn bench_account(moto: &Moto, groups: usize, per_group: i32) -> Account {
+    let account = Account::create(&moto.sdk_config()).await;
+    let names: Vec<String> = (0..groups).map(|n| format!("bench-{n:03}")).collect();
+    // One at a time: moto answers concurrent CreateAutoScalingGroup calls with 500s.
+    for name in &names {
+        account.add_group(name, 1, per_group, per_group + 2, true).await;
+    }
+    account
+}
+
+fn row(name: &str, value: String, target: &str, ok: Option<bool>) {
+    let verdict = match ok {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "",
+    };
+    println!("  {name:<58} {value:>14}   {target:<22} {verdict}");
+}
+
+#[tokio::main]
+async fn main() {
+    let instances = GROUPS as u64 * PER_GROUP as u64;
+    println!("asg-optimizer benchmark: {GROUPS} opted-in groups x {PER_GROUP} instances = {instances} instances, moto on loopback\n");
+
+    // 1: one scan of the big account, in-process with call counters.
+    let moto = Moto::start();
+    let started = Instant::now();
+    let account = bench_account(&moto, GROUPS, PER_GROUP).await;
+    println!("(account created in {:.1?})", started.elapsed());
+    let env = environment(&account, &[]);
+    let mut p = Pipeline::new(account, &moto.sdk_config(), &env, |cloud| cloud);
+    let scan = p.scan().await;
+    let describes: u64 = scan.api_calls.iter().filter(|(op, _)| op.contains(":Describe")).map(|(_, n)| n).sum();
+    let sends = scan.api_calls.get("sqs:SendMessageBatch").copied().unwrap_or(0);
+    let total: u64 = scan.api_calls.values().sum();
+    let send_bound = (scan.candidates as u64).div_ceil(10);
+    let lower = (GROUPS as u64).div_ceil(100) + instances.div_ceil(1000) + send_bound;
+    println!("1. One scan ({} candidates enqueued)", scan.enqueued);
+    for (op, n) in &scan.api_calls {
+        println!("     {op:<50} {n:>5}");
+    }
+    row("describe calls", describes.to_string(), &format!("bound {}", lower - send_bound), None);
+    row("send calls", sends.to_string(), &format!("bound {send_bound}"), None);
+    let ratio = total as f64 / lower as f64;
+    row("all calls / lower bound", format!("{total}/{lower} = {ratio:.2}x"), "<= 1.2x", Some(ratio <= 1.2));
+    drop(p);
+    drop(moto);
+
+    // 2: 100 replacements. moto slows down with the number of instances it holds (a batch of
+    // ten takes minutes at 2,000), so this runs on 20 groups of 5, all replaced at once.
+    let moto = Moto::start();
+    let account = bench_account(&moto, 20, 5).await;
+    let env = environment(&account, &[("MAX_IN_FLIGHT_PERCENT", "100")]);
+    let mut p = Pipeline::new(account, &moto.sdk_config(), &env, |cloud| cloud);
+    let scan = p.scan().await;
+    let scan_calls: u64 = scan.api_calls.values().sum();
+    p.drain(Consumer::SpotCreator, Duration::from_secs(600)).await;
+    p.drain(Consumer::Swapper, Duration::from_secs(600)).await;
+    let completed = p.swapper_completed().await;
+    println!("\n2. Replacements: {completed} completed (20 groups x 5 instances, one scan)");
+    let mut per_replacement = 0.0;
+    for (function, calls) in p.api_calls().into_iter().filter(|(f, _)| *f != "scanner") {
+        for (op, c) in &calls {
+            let each = *c as f64 / completed as f64;
+            per_replacement += each;
+            println!("     {function:<13} {op:<48} {each:>6.2} per replacement");
+        }
+    }
+    row(
+        "calls per replacement, spot-creator + swapper",
+        format!("{per_replacement:.2}"),
+        "<= 8",
+        Some(per_replacement <= 8.0),
+    );
+    let with_scan = per_replacement + scan_calls as f64 / completed as f64;
+    row("  the same with the scan's share", format!("{with_scan:.2}"), "", None);
+    drop(p);
+    drop(moto);
+
+    // 3: arm64 release bootstraps.
+    println!("\n3. Release bootstraps (arm64)");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (function, binary) in
+        [("ScannerFunction", "scanner"), ("SpotCreatorFunction", "spot-creator"), ("SwapperFunction", "swapper")]
+    {
+        let candidates = [
+            root.join(format!(".aws-sam/build/{function}/bootstrap")),
+            root.join(format!("target/lambda/{binary}/bootstrap")),
+        ];
+        match candidates.iter().find_map(|p| Some((p, std::fs::metadata(p).ok()?.len()))) {
+            Some((path, bytes)) => {
+                let mb = bytes as f64 / 1e6;
+                row(
+                    &format!("{binary} ({})", path.strip_prefix(&root).unwrap_or(path).display()),
+                    format!("{mb:.2} MB"),
+                    "< 10 MB",
+                    Some(mb < 10.0),
+                );
+            }
+            None => row(binary, "not built".into(), "run make build", None),
+        }
+    }
+
+    // 4: the binaries under the Runtime API stand-in: the scanner on the big account, the
+    // SQS functions on a batch of 10 each (their largest invocation).
+    println!("\n4. Function binaries (this machine's debug build) handling their largest invocation");
+    let moto = Moto::start();
+    let account = bench_account(&moto, GROUPS, PER_GROUP).await;
+    let env = environment(&account, &[]);
+    let mut p = Pipeline::new(account, &moto.sdk_config(), &env, |cloud| cloud);
+    p.use_binaries(&moto.endpoint, &[], &[]).await;
+    let cpu = p.binaries.as_ref().map(|b| b.scanner.cpu_time()).unwrap_or_default();
+    let wall = Instant::now();
+    p.scan().await;
+    let wall = wall.elapsed();
+    let b = p.binaries.as_ref().expect("binaries");
+    let (scan_cpu, scanner_rss) = (b.scanner.cpu_time() - cpu, b.scanner.peak_rss_kib());
+    drop(p);
+    drop(moto);
+
+    let moto = Moto::start();
+    let account = bench_account(&moto, 10, 2).await;
+    let env = environment(&account, &[]);
+    let mut p = Pipeline::new(account, &moto.sdk_config(), &env, |cloud| cloud);
+    p.use_binaries(&moto.endpoint, &[("ReadyCheckDelaySeconds", "1")], &[]).await;
+    p.scan().await;
+    let created = p.poll(Consumer::SpotCreator).await;
+    let mut swapped = 0;
+    while swapped == 0 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        swapped = p.poll(Consumer::Swapper).await;
+    }
+    let b = p.binaries.as_ref().expect("binaries");
+    let rows = [
+        (format!("scanner: one scan of {instances} instances"), scanner_rss),
+        (format!("spot-creator: a batch of {created}"), b.creator.peak_rss_kib()),
+        (format!("swapper: a batch of {swapped}"), b.swapper.peak_rss_kib()),
+    ];
+    for (name, kib) in rows {
+        let mb = kib as f64 / 1024.0;
+        row(&format!("peak RSS, {name}"), format!("{mb:.1} MiB"), "< 64 MiB", Some(mb < 64.0));
+    }
+    row("scan: CPU time of the scanner process", format!("{scan_cpu:.0?}"), "", None);
+    row("scan: wall time (emulator included)", format!("{wall:.0?}"), "", None);
+}
