@@ -16,7 +16,11 @@ use e2e::pipeline::{environment, Consumer};
 use e2e::{Account, Faults, Faulty, Moto, Pipeline};
 use lambda_runtime::{Context, LambdaEvent};
 
-async fn start(overrides: &[(&str, &str)], groups: &[(&str, i32, i32, i32, bool)]) -> (Moto, Pipeline<AwsCloud>) {
+async fn start_with<C: Cloud + Clone>(
+    overrides: &[(&str, &str)],
+    groups: &[(&str, i32, i32, i32, bool)],
+    wrap: impl Fn(AwsCloud) -> C,
+) -> (Moto, Pipeline<C>) {
     let moto = Moto::start();
     let sdk = moto.sdk_config();
     let account = Account::create(&sdk).await;
@@ -24,26 +28,22 @@ async fn start(overrides: &[(&str, &str)], groups: &[(&str, i32, i32, i32, bool)
         account.add_group(name, min, desired, max, opted_in).await;
     }
     let env = environment(&account, overrides);
-    let mut pipeline = Pipeline::new(account, &sdk, &env, |cloud| cloud);
+    let mut pipeline = Pipeline::new(account, &sdk, &env, wrap);
     pipeline.watch().await;
     (moto, pipeline)
+}
+
+async fn start(overrides: &[(&str, &str)], groups: &[(&str, i32, i32, i32, bool)]) -> (Moto, Pipeline<AwsCloud>) {
+    start_with(overrides, groups, |cloud| cloud).await
 }
 
 async fn start_faulty(
     overrides: &[(&str, &str)],
     groups: &[(&str, i32, i32, i32, bool)],
 ) -> (Moto, Pipeline<Faulty<AwsCloud>>, Arc<Faults>) {
-    let moto = Moto::start();
-    let sdk = moto.sdk_config();
-    let account = Account::create(&sdk).await;
-    for &(name, min, desired, max, opted_in) in groups {
-        account.add_group(name, min, desired, max, opted_in).await;
-    }
-    let env = environment(&account, overrides);
     let faults = Arc::new(Faults::default());
     let f = faults.clone();
-    let mut pipeline = Pipeline::new(account, &sdk, &env, move |cloud| Faulty { inner: cloud, faults: f.clone() });
-    pipeline.watch().await;
+    let (moto, pipeline) = start_with(overrides, groups, move |cloud| Faulty { inner: cloud, faults: f.clone() }).await;
     (moto, pipeline, faults)
 }
 

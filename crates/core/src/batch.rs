@@ -58,6 +58,31 @@ pub fn record_ids(group: &str, on_demand: &str, spot: Option<&str>) {
     }
 }
 
+/// One invocation of an SQS-fed function: every record through `work` (which gets the body and
+/// the invocation's metrics), the outcomes counted, the metrics published, one summary line.
+pub async fn invocation<C, F, Fut>(app: &crate::App<C>, event: SqsEvent, function: &str, work: F) -> SqsBatchResponse
+where
+    F: Fn(String, std::sync::Arc<crate::metrics::Metrics>) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    use crate::metrics::{Metrics, MESSAGES_REJECTED, MESSAGES_RETRIED};
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let (response, tally) = handle_batch(event, app.config.concurrency, |body| work(body, metrics.clone())).await;
+    metrics.add(MESSAGES_REJECTED, tally.rejected as f64);
+    metrics.add(MESSAGES_RETRIED, tally.retried as f64);
+    if app.emit_metrics {
+        metrics.publish(&app.config.metrics_namespace, function);
+    }
+    info!(
+        done = tally.done,
+        dropped = tally.dropped,
+        rejected = tally.rejected,
+        retried = tally.retried,
+        "batch complete"
+    );
+    response
+}
+
 /// Runs `work` on every record's body, at most `concurrency` at once, and returns the partial
 /// batch response. Records with the same body in one batch (a duplicate delivery) are worked on
 /// once and share the outcome. A record without a message id cannot be reported as failed (an

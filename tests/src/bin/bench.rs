@@ -157,6 +157,6 @@ async fn main() {
         let mb = kib as f64 / 1024.0;
         row(&format!("peak RSS, {name}"), format!("{mb:.1} MiB"), "< 64 MiB", Some(mb < 64.0));
     }
-    row("scan: CPU time of the scanner process", format!("{scan_cpu:.0?}"), "", None);
-    row("scan: wall time (emulator included)", format!("{wall:.0?}"), "", None);
+    row("scan: CPU time of the scanner process", format!("{} ms", scan_cpu.as_millis()), "", None);
+    row("scan: wall time (emulator included)", format!("{:.1} s", wall.as_secs_f64()), "", None);
 }
