@@ -15,7 +15,8 @@ async fn main() {
     account.add_group("web", 2, 4, 6, true).await;
     account.add_group("api", 2, 3, 3, true).await; // desired == max: the swap must make room
     account.add_group("reports", 1, 2, 4, false).await; // not opted in: left alone
-    let env = environment(&account, &[]);
+                                                        // moto has no Price List API: give the prices, as the PriceTable parameter would.
+    let env = environment(&account, &[("PRICE_TABLE", "m5.large=0.096:0.0334")]);
     let mut pipeline = Pipeline::new(account, &sdk, &env, |cloud| cloud);
     pipeline.watch().await;
 
@@ -38,6 +39,13 @@ async fn main() {
         "\n{replaced} On-Demand instances replaced; {calls} API calls in all ({:.1} per replacement, scans included)",
         calls as f64 / replaced as f64
     );
+    let summary = pipeline.scan().await;
+    if let Some(s) = &summary.savings {
+        println!(
+            "{} Spot instances managed, estimated saving {:.4} USD per hour (PriceTable m5.large: 0.096 On-Demand, 0.0334 Spot)",
+            summary.spot_managed, s.usd_per_hour
+        );
+    }
     if !pipeline.violations.is_empty() {
         eprintln!("CAPACITY VIOLATIONS: {:#?}", pipeline.violations);
         std::process::exit(1);
