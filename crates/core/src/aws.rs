@@ -47,12 +47,6 @@ impl ApiCalls {
             .filter(|(_, n)| *n > 0)
             .collect()
     }
-
-    pub fn reset(&self) {
-        if let Ok(mut m) = self.0.lock() {
-            m.clear();
-        }
-    }
 }
 
 impl Intercept for ApiCalls {
@@ -202,7 +196,6 @@ fn to_group(g: &asg::types::AutoScalingGroup) -> Group {
             .collect(),
         launch,
         suspended: g.suspended_processes().iter().filter_map(|p| p.process_name().map(str::to_string)).collect(),
-        availability_zones: g.availability_zones().to_vec(),
     }
 }
 

@@ -18,8 +18,6 @@ pub const FALLBACKS_TO_ON_DEMAND: &str = "FallbacksToOnDemand";
 pub const SPOT_LAUNCHED: &str = "SpotInstancesLaunched";
 /// Scanner: orphaned Spot instances terminated.
 pub const ORPHANS_CLEANED: &str = "OrphansCleaned";
-/// Scanner: Spot pools backed off after a capacity failure or an interruption.
-pub const POOLS_BACKED_OFF: &str = "PoolsBackedOff";
 /// Scanner: Spot instances of ours serving in opted-in groups.
 pub const SPOT_INSTANCES_MANAGED: &str = "SpotInstancesManaged";
 /// Scanner: estimated saving per hour of those instances, in USD.
@@ -65,10 +63,6 @@ impl Metrics {
         if let Ok(mut m) = self.0.lock() {
             m.insert(name, (value, unit));
         }
-    }
-
-    pub fn get(&self, name: &str) -> f64 {
-        self.0.lock().ok().and_then(|m| m.get(name).map(|(v, _)| *v)).unwrap_or(0.0)
     }
 
     /// The EMF document: every metric under `namespace`, dimensioned by function.

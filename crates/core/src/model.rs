@@ -39,7 +39,6 @@ pub struct Group {
     pub members: Vec<Member>,
     pub launch: LaunchSource,
     pub suspended: Vec<String>,
-    pub availability_zones: Vec<String>,
 }
 
 impl Group {

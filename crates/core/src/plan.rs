@@ -183,6 +183,8 @@ fn plan_group(
             in_flight.insert(m.id.as_str());
         } else if hold.is_none()
             && m.lifecycle == LIFECYCLE_IN_SERVICE
+            // An unhealthy instance is about to be replaced by the group itself.
+            && m.healthy
             && !m.protected_from_scale_in
             && i.state == "running"
         {
@@ -327,6 +329,8 @@ mod tests {
     fn candidates_are_in_service_unprotected_on_demand_oldest_first() {
         let mut protected = member("i-00000003", "InService");
         protected.protected_from_scale_in = true;
+        let mut unhealthy = member("i-00000007", "InService");
+        unhealthy.healthy = false;
         let g = Group {
             tags: [("AsgOptimiser".into(), "true".into()), (TAG_MAX_IN_FLIGHT.into(), "10".into())].into(),
             ..group(
@@ -339,6 +343,7 @@ mod tests {
                     member("i-00000004", "Standby"),
                     member("i-00000005", "InService"),
                     member("i-00000006", "InService"),
+                    unhealthy,
                 ],
             )
         };
@@ -349,11 +354,12 @@ mod tests {
             od("i-00000004", 50),
             Instance { spot: true, ..od("i-00000005", 10) },
             with_tag(od("i-00000006", 10), TAG_HOLD, &Hold::Skip { until: NOW + 60 }.value()),
+            od("i-00000007", 1),
         ];
         let plan = plan_scan(&input(vec![g], instances, vec![]));
         let gp = &plan.groups[0];
         assert_eq!(gp.candidates, ["i-00000002", "i-00000001"]);
-        assert_eq!((gp.on_demand, gp.spot, gp.in_flight), (5, 1, 0));
+        assert_eq!((gp.on_demand, gp.spot, gp.in_flight), (6, 1, 0));
     }
 
     #[test]
