@@ -37,6 +37,8 @@ pub struct InstanceView {
     pub state: String,
     pub spot: bool,
     pub subnet: String,
+    pub instance_type: String,
+    pub az: String,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -233,12 +235,36 @@ impl Account {
             state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
             spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
             subnet: i.subnet_id().unwrap_or_default().to_string(),
+            instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+            az: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
             tags: i
                 .tags()
                 .iter()
                 .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
                 .collect(),
         }
+    }
+
+    /// Sets a tag on a group, as its owners would.
+    pub async fn tag_group(&self, name: &str, key: &str, value: &str) {
+        let tag = asg::types::Tag::builder()
+            .resource_id(name)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .value(value)
+            .propagate_at_launch(false)
+            .build();
+        self.asg.create_or_update_tags().tags(tag).send().await.expect("tag group");
+    }
+
+    /// A group's tags.
+    pub async fn group_tags(&self, name: &str) -> BTreeMap<String, String> {
+        let out = self.asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.expect("group");
+        out.auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.tags())
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect()
     }
 
     /// Messages a queue holds in any state (visible, in flight, delayed).

@@ -1,12 +1,14 @@
 //! What moto cannot do by itself: Spot instances that never pass their status checks, and Spot
-//! pools with no capacity. Injected at the port, around the real SDK adapter.
+//! pools with no capacity (all of them, or some types). Injected at the port, around the real
+//! SDK adapter, which also records every launch request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result};
-use asg_core::model::{Group, Health, Instance, LaunchResult, SpotLaunch, Tags};
+use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
+use asg_core::model::{Group, Health, Instance, Launch, LaunchResult, Market, Tags};
+use asg_core::pools::TypeInfo;
 
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -17,6 +19,11 @@ pub struct Faults {
     /// TerminateInstanceInAutoScalingGroup fails as throttled: a swap stops right after attach,
     /// as if the function had crashed there.
     pub fail_retire: AtomicBool,
+    /// Spot pools of these types have no capacity: CreateFleet reports them in Errors[] and
+    /// launches from the others, as EC2 does.
+    pub empty_types: Mutex<BTreeSet<String>>,
+    /// Every launch request, as the adapter received it.
+    pub launches: Mutex<Vec<Launch>>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,14 +61,40 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn termination_protected(&self, id: &str) -> Result<bool> {
         self.inner.termination_protected(id).await
     }
-    async fn launch_spot(&self, launch: &SpotLaunch) -> Result<LaunchResult> {
-        if self.faults.no_capacity.load(Ordering::SeqCst) {
-            return Ok(asg_core::model::launch_failure(
+    async fn instance_types(&self, query: &TypeQuery) -> Result<Vec<TypeInfo>> {
+        self.inner.instance_types(query).await
+    }
+    async fn has_termination_hook(&self, group: &str) -> Result<bool> {
+        self.inner.has_termination_hook(group).await
+    }
+    async fn launch(&self, launch: &Launch) -> Result<LaunchResult> {
+        self.faults.launches.lock().unwrap().push(launch.clone());
+        let no_capacity = || {
+            Ok(asg_core::model::launch_failure(
                 "InsufficientInstanceCapacity",
                 "There is no Spot capacity available that matches your request.",
-            ));
+            ))
+        };
+        if launch.market != Market::Spot {
+            return self.inner.launch(launch).await;
         }
-        self.inner.launch_spot(launch).await
+        if self.faults.no_capacity.load(Ordering::SeqCst) {
+            return no_capacity();
+        }
+        let empty = self.faults.empty_types.lock().unwrap().clone();
+        let (dry, open): (Vec<String>, Vec<String>) =
+            launch.instance_types.iter().cloned().partition(|t| empty.contains(t));
+        if open.is_empty() {
+            return no_capacity();
+        }
+        let result = self.inner.launch(&Launch { instance_types: open, ..launch.clone() }).await?;
+        Ok(match result {
+            LaunchResult::Launched { instance_id, instance_type, mut empty_pools } => {
+                empty_pools.extend(dry);
+                LaunchResult::Launched { instance_id, instance_type, empty_pools }
+            }
+            other => other,
+        })
     }
     async fn tag_instances(&self, ids: &[String], tags: &Tags) -> Result<()> {
         self.inner.tag_instances(ids, tags).await
@@ -83,14 +116,17 @@ impl<C: Cloud> Cloud for Faulty<C> {
         }
         self.inner.terminate_in_group(id, decrement_desired).await
     }
+    async fn detach(&self, group: &str, id: &str, decrement_desired: bool) -> Result<()> {
+        self.inner.detach(group, id, decrement_desired).await
+    }
     async fn set_max_size(&self, group: &str, max: i32) -> Result<()> {
         self.inner.set_max_size(group, max).await
     }
-    async fn tag_group(&self, group: &str, key: &str, value: &str) -> Result<()> {
-        self.inner.tag_group(group, key, value).await
+    async fn tag_group(&self, group: &str, tags: &Tags) -> Result<()> {
+        self.inner.tag_group(group, tags).await
     }
-    async fn untag_group(&self, group: &str, key: &str) -> Result<()> {
-        self.inner.untag_group(group, key).await
+    async fn untag_group(&self, group: &str, keys: &[String]) -> Result<()> {
+        self.inner.untag_group(group, keys).await
     }
     async fn send(&self, queue_url: &str, messages: Vec<Outgoing>) -> Result<usize> {
         self.inner.send(queue_url, messages).await

@@ -1,6 +1,6 @@
-//! The three functions, called through the same handlers Lambda calls, fed the way Lambda's
-//! event sources feed them: the scanner by a scheduled event, the others by an SQS poller with
-//! partial batch responses. Between every invocation it samples each group's InService count.
+//! The four functions, called through the same handlers Lambda calls, fed the way Lambda's
+//! event sources feed them: the scanner by a scheduled event, the interruption handler by
+//! EventBridge events, the others by an SQS poller with partial batch responses. Between every invocation it samples each group's InService count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -18,11 +18,12 @@ use serde_json::json;
 use crate::account::Account;
 use crate::runtime::{build_binaries, template_function, Lambda};
 
-/// The three functions as processes, when the pipeline runs the real binaries.
+/// The four functions as processes, when the pipeline runs the real binaries.
 pub struct Binaries {
     pub scanner: Lambda,
     pub creator: Lambda,
     pub swapper: Lambda,
+    pub interruption: Lambda,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,7 @@ pub struct Pipeline<C> {
     pub scanner: App<C>,
     pub creator: App<C>,
     pub swapper: App<C>,
+    pub interruption: App<C>,
     /// Deliver every SQS batch twice before deleting anything (at-least-once delivery).
     pub duplicate_delivery: bool,
     /// InService count per group when watching started.
@@ -81,6 +83,7 @@ impl<C: Cloud + Clone> Pipeline<C> {
             scanner: app(Function::Scanner),
             creator: app(Function::SpotCreator),
             swapper: app(Function::Swapper),
+            interruption: app(Function::Interruption),
             account,
             duplicate_delivery: false,
             baseline: BTreeMap::new(),
@@ -121,6 +124,7 @@ impl<C: Cloud + Clone> Pipeline<C> {
             scanner: start("ScannerFunction").await,
             creator: start("SpotCreatorFunction").await,
             swapper: start("SwapperFunction").await,
+            interruption: start("InterruptionFunction").await,
         });
     }
 
@@ -159,6 +163,20 @@ impl<C: Cloud + Clone> Pipeline<C> {
         *self.invocations.entry("scanner").or_default() += 1;
         self.check("scan").await;
         summary
+    }
+
+    /// An EventBridge event to the interruption handler, as the template's rule delivers it.
+    /// Returns what it answered, or the error Lambda would retry on.
+    pub async fn interrupt(&mut self, event: serde_json::Value) -> Result<serde_json::Value, String> {
+        let answer = match &mut self.binaries {
+            Some(b) => b.interruption.invoke(&event).await.map_err(|e| e.to_string()),
+            None => interruption::handler(&self.interruption, LambdaEvent::new(event, Context::default()))
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        *self.invocations.entry("interruption").or_default() += 1;
+        self.check("interruption").await;
+        answer
     }
 
     /// Calls a consumer's handler on an event, as Lambda would.
@@ -293,6 +311,18 @@ impl<C: Cloud + Clone> Pipeline<C> {
         panic!("On-Demand instances left after {max_rounds} rounds");
     }
 
+    /// Rounds until a scan starts nothing and finds nothing in flight (every group at its
+    /// policy's mix); returns the number of rounds, the final scan included.
+    pub async fn run_until_settled(&mut self, max_rounds: usize) -> usize {
+        for round in 1..=max_rounds {
+            let summary = self.round().await;
+            if summary.enqueued == 0 && summary.in_flight == 0 {
+                return round;
+            }
+        }
+        panic!("still replacing after {max_rounds} rounds");
+    }
+
     /// Swaps the swapper completed so far (for the benchmark): On-Demand instances retired.
     pub async fn swapper_completed(&self) -> usize {
         self.swapper.calls.snapshot().get("autoscaling:TerminateInstanceInAutoScalingGroup").copied().unwrap_or(0)
@@ -301,9 +331,14 @@ impl<C: Cloud + Clone> Pipeline<C> {
 
     /// Calls per `service:Operation`, per function.
     pub fn api_calls(&self) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
-        [("scanner", &self.scanner), ("spot-creator", &self.creator), ("swapper", &self.swapper)]
-            .into_iter()
-            .map(|(name, app)| (name, app.calls.snapshot()))
-            .collect()
+        [
+            ("scanner", &self.scanner),
+            ("spot-creator", &self.creator),
+            ("swapper", &self.swapper),
+            ("interruption", &self.interruption),
+        ]
+        .into_iter()
+        .map(|(name, app)| (name, app.calls.snapshot()))
+        .collect()
     }
 }

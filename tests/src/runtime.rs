@@ -298,7 +298,19 @@ fn scalar(v: &Yaml) -> Option<String> {
 pub fn build_binaries() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "scanner", "-p", "spot-creator", "-p", "swapper", "--bins"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "scanner",
+            "-p",
+            "spot-creator",
+            "-p",
+            "swapper",
+            "-p",
+            "interruption",
+            "--bins",
+        ])
         .current_dir(&root)
         .status()
         .expect("run cargo build");

@@ -10,7 +10,10 @@ use std::time::Duration;
 use asg_core::aws::AwsCloud;
 use asg_core::cloud::Cloud;
 use asg_core::message::{to_body, SwapRequest};
-use asg_core::model::{Hold, LaunchResult, SpotLaunch, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use asg_core::model::{
+    Hold, Launch, LaunchResult, Market, Tags, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_POOL, TAG_REPLACES,
+};
+use asg_core::pools::TAG_BACKOFF_PREFIX;
 use aws_lambda_events::event::sqs::SqsEvent;
 use e2e::pipeline::{environment, Consumer};
 use e2e::{Account, Faults, Faulty, Moto, Pipeline};
@@ -49,16 +52,17 @@ async fn start_faulty(
 
 /// A Spot instance launched the way the spot-creator launches one, with the given tags.
 async fn launch_spot<C: Cloud>(p: &Pipeline<C>, tags: &[(&str, &str)]) -> String {
-    let launch = SpotLaunch {
+    let launch = Launch {
+        market: Market::Spot,
         template_id: p.account.template_id.clone(),
         template_version: "$Latest".into(),
-        instance_type: "m5.large".into(),
+        instance_types: vec!["m5.large".into()],
         subnet_id: p.account.subnets[0].clone(),
         tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         client_token: format!("test-{}", tags.len()),
     };
-    match p.creator.cloud.launch_spot(&launch).await.expect("launch") {
-        LaunchResult::Launched { instance_id } => instance_id,
+    match p.creator.cloud.launch(&launch).await.expect("launch") {
+        LaunchResult::Launched { instance_id, .. } => instance_id,
         other => panic!("moto launched nothing: {other:?}"),
     }
 }
@@ -187,11 +191,11 @@ async fn forged_swap_messages_change_nothing() {
     let intruder = launch_spot(&p, &[("Name", "not ours")]).await;
     let ours_for_other = launch_spot(&p, &[(TAG_GROUP, "web"), (TAG_REPLACES, web.members[0].id.as_str())]).await;
     let forged = [
-        SwapRequest::new("reports", &reports.members[0].id, &reports.members[1].id),
-        SwapRequest::new("reports", &reports.members[0].id, &ours_for_other),
-        SwapRequest::new("web", &web.members[1].id, &intruder),
-        SwapRequest::new("web", &web.members[1].id, &ours_for_other),
-        SwapRequest::new("web", &web.members[0].id, "i-0123456789abcdef0"),
+        SwapRequest::new("reports", &reports.members[0].id, &reports.members[1].id, Market::Spot),
+        SwapRequest::new("reports", &reports.members[0].id, &ours_for_other, Market::Spot),
+        SwapRequest::new("web", &web.members[1].id, &intruder, Market::Spot),
+        SwapRequest::new("web", &web.members[1].id, &ours_for_other, Market::Spot),
+        SwapRequest::new("web", &web.members[0].id, "i-0123456789abcdef0", Market::Spot),
     ];
     let before = (p.account.groups().await, p.account.instances().await);
     for f in &forged {
@@ -354,7 +358,7 @@ async fn a_swap_interrupted_after_attach_resumes_and_puts_max_size_back() {
 async fn a_max_size_left_raised_by_a_crash_is_repaired_by_the_next_scan() {
     let (_moto, mut p) = start(&[], &[("api", 1, 2, 2, true)]).await;
     let crashed = p.swapper.cloud.clone();
-    crashed.tag_group("api", TAG_ORIGINAL_MAX, "2").await.expect("tag");
+    crashed.tag_group("api", &Tags::from([(TAG_ORIGINAL_MAX.into(), "2".into())])).await.expect("tag");
     crashed.set_max_size("api", 3).await.expect("raise");
 
     let summary = p.scan().await;

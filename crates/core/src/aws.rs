@@ -22,9 +22,13 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result};
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use crate::error::AwsError;
-use crate::model::{launch_failure, Group, Health, Instance, LaunchResult, LaunchSource, Member, SpotLaunch, Tags};
+use crate::model::{
+    is_capacity_error, launch_failure, Group, Health, Instance, Launch, LaunchResult, LaunchSource, Market, Member,
+    Tags,
+};
+use crate::pools::TypeInfo;
 
 /// Counts AWS calls per `service:Operation` (one per call, whatever its retries), for the scan
 /// summary, the demo and the API-budget tests. Cheap enough to stay on in production.
@@ -81,6 +85,8 @@ pub struct AwsCloud {
     region: String,
     /// On-Demand prices already looked up, with when: kept for [`PRICE_TTL`].
     on_demand_cache: Arc<Mutex<BTreeMap<String, (f64, std::time::Instant)>>>,
+    /// DescribeInstanceTypes answers per query, kept for [`PRICE_TTL`] too.
+    types_cache: Arc<Mutex<BTreeMap<String, (Vec<TypeInfo>, std::time::Instant)>>>,
 }
 
 /// How long a looked-up On-Demand price is reused.
@@ -119,6 +125,7 @@ impl AwsCloud {
             ),
             region: config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()),
             on_demand_cache: Arc::default(),
+            types_cache: Arc::default(),
         }
     }
 }
@@ -213,6 +220,25 @@ fn to_instance(i: &ec2::types::Instance) -> Instance {
             .iter()
             .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
             .collect(),
+    }
+}
+
+fn to_type_info(t: &ec2::types::InstanceTypeInfo) -> TypeInfo {
+    TypeInfo {
+        name: t.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        architectures: t
+            .processor_info()
+            .map(|p| p.supported_architectures().iter().map(|a| a.as_str().to_string()).collect())
+            .unwrap_or_default(),
+        vcpus: t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or_default(),
+        memory_mib: t.memory_info().and_then(|m| m.size_in_mib()).unwrap_or_default(),
+        spot: t.supported_usage_classes().iter().any(|c| c.as_str() == "spot"),
+        burstable: t.burstable_performance_supported().unwrap_or(false),
+        instance_storage: t.instance_storage_supported().unwrap_or(false),
+        current_generation: t.current_generation().unwrap_or(false),
+        bare_metal: t.bare_metal().unwrap_or(false),
+        hypervisor: t.hypervisor().map(|h| h.as_str().to_string()).unwrap_or_default(),
+        boot_modes: t.supported_boot_modes().iter().map(|m| m.as_str().to_string()).collect(),
     }
 }
 
@@ -410,10 +436,76 @@ impl Cloud for AwsCloud {
         Ok(out.disable_api_termination().and_then(|v| v.value()).unwrap_or(false))
     }
 
-    async fn launch_spot(&self, launch: &SpotLaunch) -> Result<LaunchResult> {
+    async fn instance_types(&self, query: &TypeQuery) -> Result<Vec<TypeInfo>> {
+        let key = format!("{query:?}");
+        let cached = self.types_cache.lock().ok().and_then(|c| c.get(&key).cloned());
+        if let Some((types, _)) = cached.filter(|(_, at)| at.elapsed() < PRICE_TTL) {
+            return Ok(types);
+        }
+        let request = match query {
+            TypeQuery::Named(names) => self
+                .ec2
+                .describe_instance_types()
+                .set_instance_types(Some(names.iter().map(|n| ec2::types::InstanceType::from(n.as_str())).collect())),
+            TypeQuery::SpotCapable { architecture, vcpus } => {
+                let mut filters = vec![
+                    ec2_filter("processor-info.supported-architecture", [architecture.clone()]),
+                    ec2_filter("supported-usage-class", ["spot"]),
+                ];
+                // EC2 takes up to 200 values per filter; past that, the range is applied below.
+                if vcpus.clone().count() <= 200 {
+                    filters.push(ec2_filter("vcpu-info.default-vcpus", vcpus.clone().map(|v| v.to_string())));
+                }
+                self.ec2.describe_instance_types().set_filters(Some(filters))
+            }
+        };
+        let mut types = Vec::new();
+        let mut pages = request.max_results(100).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(err("ec2:DescribeInstanceTypes"))?;
+            types.extend(page.instance_types().iter().map(to_type_info));
+        }
+        if let TypeQuery::SpotCapable { vcpus, .. } = query {
+            types.retain(|t| vcpus.contains(&t.vcpus));
+        }
+        if let Ok(mut cache) = self.types_cache.lock() {
+            cache.insert(key, (types.clone(), std::time::Instant::now()));
+        }
+        Ok(types)
+    }
+
+    async fn has_termination_hook(&self, group: &str) -> Result<bool> {
+        let out = self
+            .asg
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group)
+            .send()
+            .await
+            .map_err(err("autoscaling:DescribeLifecycleHooks"))?;
+        Ok(out
+            .lifecycle_hooks()
+            .iter()
+            .any(|h| h.lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING")))
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<LaunchResult> {
         use ec2::types::*;
         let tags = launch.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        let out = self
+        let overrides = launch
+            .instance_types
+            .iter()
+            .map(|t| {
+                FleetLaunchTemplateOverridesRequest::builder()
+                    .instance_type(InstanceType::from(t.as_str()))
+                    .subnet_id(&launch.subnet_id)
+                    .build()
+            })
+            .collect();
+        let market = match launch.market {
+            Market::Spot => DefaultTargetCapacityType::Spot,
+            Market::OnDemand => DefaultTargetCapacityType::OnDemand,
+        };
+        let mut request = self
             .ec2
             .create_fleet()
             .r#type(FleetType::Instant)
@@ -421,12 +513,7 @@ impl Cloud for AwsCloud {
             .target_capacity_specification(
                 TargetCapacitySpecificationRequest::builder()
                     .total_target_capacity(1)
-                    .default_target_capacity_type(DefaultTargetCapacityType::Spot)
-                    .build(),
-            )
-            .spot_options(
-                SpotOptionsRequest::builder()
-                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .default_target_capacity_type(market)
                     .build(),
             )
             .launch_template_configs(
@@ -437,20 +524,20 @@ impl Cloud for AwsCloud {
                             .version(&launch.template_version)
                             .build(),
                     )
-                    .overrides(
-                        FleetLaunchTemplateOverridesRequest::builder()
-                            .instance_type(InstanceType::from(launch.instance_type.as_str()))
-                            .subnet_id(&launch.subnet_id)
-                            .build(),
-                    )
+                    .set_overrides(Some(overrides))
                     .build(),
             )
             .tag_specifications(
                 TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags)).build(),
-            )
-            .send()
-            .await;
-        let out = match out {
+            );
+        if launch.market == Market::Spot {
+            request = request.spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            );
+        }
+        let out = match request.send().await {
             Ok(out) => out,
             Err(e) => {
                 let e = err("ec2:CreateFleet")(e);
@@ -460,9 +547,22 @@ impl Cloud for AwsCloud {
                 return Ok(launch_failure(e.code(), e.message.as_deref().unwrap_or_default()));
             }
         };
+        // Errors[] names the pools that had nothing, with or without an instance elsewhere.
+        let empty_pools: Vec<String> = out
+            .errors()
+            .iter()
+            .filter(|e| e.error_code().is_some_and(is_capacity_error))
+            .filter_map(|e| e.launch_template_and_overrides()?.overrides()?.instance_type())
+            .map(|t| t.as_str().to_string())
+            .collect();
         // HTTP 200 can carry no instance and only errors.
-        if let Some(id) = out.instances().iter().flat_map(|i| i.instance_ids()).next() {
-            return Ok(LaunchResult::Launched { instance_id: id.clone() });
+        if let Some((id, t)) = out
+            .instances()
+            .iter()
+            .find_map(|i| Some((i.instance_ids().first()?.clone(), i.instance_type().map(|t| t.as_str().to_string()))))
+        {
+            let instance_type = t.or_else(|| launch.instance_types.first().cloned()).unwrap_or_default();
+            return Ok(LaunchResult::Launched { instance_id: id, instance_type, empty_pools });
         }
         let first = out.errors().first();
         Ok(launch_failure(
@@ -522,6 +622,18 @@ impl Cloud for AwsCloud {
         Ok(())
     }
 
+    async fn detach(&self, group: &str, id: &str, decrement_desired: bool) -> Result<()> {
+        self.asg
+            .detach_instances()
+            .auto_scaling_group_name(group)
+            .instance_ids(id)
+            .should_decrement_desired_capacity(decrement_desired)
+            .send()
+            .await
+            .map_err(err("autoscaling:DetachInstances"))?;
+        Ok(())
+    }
+
     async fn set_max_size(&self, group: &str, max: i32) -> Result<()> {
         self.asg
             .update_auto_scaling_group()
@@ -533,21 +645,36 @@ impl Cloud for AwsCloud {
         Ok(())
     }
 
-    async fn tag_group(&self, group: &str, key: &str, value: &str) -> Result<()> {
-        let tag = asg::types::Tag::builder()
-            .resource_id(group)
-            .resource_type("auto-scaling-group")
-            .key(key)
-            .value(value)
-            .propagate_at_launch(false)
-            .build();
-        self.asg.create_or_update_tags().tags(tag).send().await.map_err(err("autoscaling:CreateOrUpdateTags"))?;
+    async fn tag_group(&self, group: &str, tags: &Tags) -> Result<()> {
+        let tags = tags
+            .iter()
+            .map(|(key, value)| {
+                asg::types::Tag::builder()
+                    .resource_id(group)
+                    .resource_type("auto-scaling-group")
+                    .key(key)
+                    .value(value)
+                    .propagate_at_launch(false)
+                    .build()
+            })
+            .collect();
+        self.asg
+            .create_or_update_tags()
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(err("autoscaling:CreateOrUpdateTags"))?;
         Ok(())
     }
 
-    async fn untag_group(&self, group: &str, key: &str) -> Result<()> {
-        let tag = asg::types::Tag::builder().resource_id(group).resource_type("auto-scaling-group").key(key).build();
-        self.asg.delete_tags().tags(tag).send().await.map_err(err("autoscaling:DeleteTags"))?;
+    async fn untag_group(&self, group: &str, keys: &[String]) -> Result<()> {
+        let tags = keys
+            .iter()
+            .map(|key| {
+                asg::types::Tag::builder().resource_id(group).resource_type("auto-scaling-group").key(key).build()
+            })
+            .collect();
+        self.asg.delete_tags().set_tags(Some(tags)).send().await.map_err(err("autoscaling:DeleteTags"))?;
         Ok(())
     }
 

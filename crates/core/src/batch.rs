@@ -48,13 +48,14 @@ fn log_outcome(outcome: &Outcome) {
     }
 }
 
-/// Records the ids a message names on the current record's span.
-pub fn record_ids(group: &str, on_demand: &str, spot: Option<&str>) {
+/// Records the ids a message names on the current record's span: the instance being replaced
+/// and, once launched, its copy.
+pub fn record_ids(group: &str, old: &str, new: Option<&str>) {
     let span = tracing::Span::current();
     span.record("asg", group);
-    span.record("od", on_demand);
-    if let Some(spot) = spot {
-        span.record("spot", spot);
+    span.record("old", old);
+    if let Some(new) = new {
+        span.record("new", new);
     }
 }
 
@@ -105,15 +106,15 @@ where
 
     let outcomes: Vec<(Vec<String>, Outcome)> = futures::stream::iter(by_body)
         .map(|(body, ids)| {
-            // The workflows fill in asg, od and spot (see `record_ids`), so every line logged
+            // The workflows fill in asg, old and new (see `record_ids`), so every line logged
             // for this record, the outcome included, carries them.
             let span = info_span!(
                 "record",
                 message_id = %ids[0],
                 duplicates = ids.len() - 1,
                 asg = tracing::field::Empty,
-                od = tracing::field::Empty,
-                spot = tracing::field::Empty,
+                old = tracing::field::Empty,
+                new = tracing::field::Empty,
             );
             let fut = work(body);
             async move {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::error::AwsError;
-use crate::model::{Group, Health, Instance, LaunchResult, SpotLaunch, Tags};
+use crate::model::{Group, Health, Instance, Launch, LaunchResult, Tags};
+use crate::pools::TypeInfo;
 
 pub type Result<T> = std::result::Result<T, AwsError>;
 
@@ -37,8 +38,20 @@ pub enum InstanceQuery {
     Ids(Vec<String>),
 }
 
+/// Which instance types to describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeQuery {
+    Named(Vec<String>),
+    /// Types that support Spot, run `architecture`, and have one of these vCPU counts.
+    SpotCapable {
+        architecture: String,
+        vcpus: std::ops::RangeInclusive<i32>,
+    },
+}
+
 pub const LIVE: &[&str] = &["pending", "running"];
 pub const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped"];
+pub const ANY_STATE: &[&str] = &["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
 
 /// A message to send; `group_id` and `dedup_id` only for FIFO queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,15 +77,24 @@ pub trait Cloud: Send + Sync {
     /// DescribeInstanceAttribute disableApiTermination.
     fn termination_protected(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    fn launch_spot(&self, launch: &SpotLaunch) -> impl Future<Output = Result<LaunchResult>> + Send;
+    /// DescribeInstanceTypes. The adapter caches answers for the life of the process: the
+    /// catalog changes when AWS launches a type, not between two invocations.
+    fn instance_types(&self, query: &TypeQuery) -> impl Future<Output = Result<Vec<TypeInfo>>> + Send;
+    /// DescribeLifecycleHooks: whether the group has a termination hook (draining).
+    fn has_termination_hook(&self, group: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// CreateFleet, instant: one instance.
+    fn launch(&self, launch: &Launch) -> impl Future<Output = Result<LaunchResult>> + Send;
     fn tag_instances(&self, ids: &[String], tags: &Tags) -> impl Future<Output = Result<()>> + Send;
     fn terminate(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
     fn attach(&self, group: &str, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
     /// TerminateInstanceInAutoScalingGroup: runs termination lifecycle hooks.
     fn terminate_in_group(&self, id: &str, decrement_desired: bool) -> impl Future<Output = Result<()>> + Send;
+    /// DetachInstances: no lifecycle hooks run; load balancers drain it.
+    fn detach(&self, group: &str, id: &str, decrement_desired: bool) -> impl Future<Output = Result<()>> + Send;
     fn set_max_size(&self, group: &str, max: i32) -> impl Future<Output = Result<()>> + Send;
-    fn tag_group(&self, group: &str, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
-    fn untag_group(&self, group: &str, key: &str) -> impl Future<Output = Result<()>> + Send;
+    fn tag_group(&self, group: &str, tags: &Tags) -> impl Future<Output = Result<()>> + Send;
+    fn untag_group(&self, group: &str, keys: &[String]) -> impl Future<Output = Result<()>> + Send;
     /// Sends in batches of 10; returns how many messages could not be sent.
     fn send(&self, queue_url: &str, messages: Vec<Outgoing>) -> impl Future<Output = Result<usize>> + Send;
 }

@@ -2,6 +2,7 @@
 //! Every value has a template parameter behind it; the README lists them all.
 
 use crate::error::ConfigError;
+use crate::policy::{parse_types, InFlight, Mode, Policy};
 use crate::savings::PriceTable;
 
 /// Which function is reading its configuration: each requires only the queues it talks to.
@@ -10,6 +11,18 @@ pub enum Function {
     Scanner,
     SpotCreator,
     Swapper,
+    Interruption,
+}
+
+/// What to do when EC2 recommends rebalancing away from one of our Spot instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebalanceAction {
+    /// Do nothing.
+    Ignore,
+    /// Back off its pool; leave the instance running (default).
+    Backoff,
+    /// Back off its pool and have the group replace it now, as for an interruption warning.
+    Replace,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +34,14 @@ pub struct Config {
     pub spot_queue_url: String,
     /// Queue the spot-creator feeds and the swapper consumes (and re-feeds while it waits).
     pub swap_queue_url: String,
-    /// Default per-group limit on replacements in flight, in % of desired capacity (at least 1).
-    pub max_in_flight_percent: u32,
+    /// Policy of every group, before its own tags override it: mode (DRY_RUN), On-Demand floor,
+    /// replacements in flight (MAX_IN_FLIGHT_PERCENT), allowed and denied instance types.
+    pub policy: Policy,
+    /// How much larger (vCPUs and memory) than the On-Demand type a Spot type may be.
+    pub max_size_factor: f64,
+    /// How long a Spot pool is left alone after no capacity or an interruption.
+    pub pool_backoff: i64,
+    pub rebalance: RebalanceAction,
     /// How long a scan's claim on an On-Demand instance lasts before its Spot copy must exist.
     pub claim_ttl: i64,
     /// How long to wait between readiness checks of a Spot instance (SQS DelaySeconds, 1..=900).
@@ -48,7 +67,10 @@ impl Default for Config {
             opt_in_value: "true".into(),
             spot_queue_url: String::new(),
             swap_queue_url: String::new(),
-            max_in_flight_percent: 10,
+            policy: Policy::default(),
+            max_size_factor: 2.0,
+            pool_backoff: 30 * 60,
+            rebalance: RebalanceAction::Backoff,
             claim_ttl: 15 * 60,
             ready_delay: 30,
             ready_deadline: 15 * 60,
@@ -59,6 +81,10 @@ impl Default for Config {
             price_table: PriceTable::default(),
         }
     }
+}
+
+fn invalid_value(name: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid { name, value: value.to_string(), reason: reason.to_string() }
 }
 
 impl Config {
@@ -80,6 +106,11 @@ impl Config {
             Ok(n)
         };
 
+        let types = |name: &'static str| -> Result<Vec<String>, ConfigError> {
+            get(name)
+                .map_or(Ok(Vec::new()), |raw| parse_types(&raw).map_err(|reason| invalid_value(name, &raw, &reason)))
+        };
+
         let spot_queue_url = match function {
             Function::Scanner => required("SPOT_CREATOR_QUEUE_URL")?,
             _ => String::new(),
@@ -97,8 +128,40 @@ impl Config {
             opt_in_key: get("OPT_IN_TAG_KEY").unwrap_or(d.opt_in_key),
             opt_in_value: get("OPT_IN_TAG_VALUE").unwrap_or(d.opt_in_value),
             spot_queue_url,
-            swap_queue_url: required("SWAPPER_QUEUE_URL")?,
-            max_in_flight_percent: number("MAX_IN_FLIGHT_PERCENT", d.max_in_flight_percent.into(), 1, 100)? as u32,
+            // The interruption handler sends nothing.
+            swap_queue_url: match function {
+                Function::Interruption => get("SWAPPER_QUEUE_URL").unwrap_or_default(),
+                _ => required("SWAPPER_QUEUE_URL")?,
+            },
+            policy: Policy {
+                mode: match get("DRY_RUN").as_deref() {
+                    None | Some("false") => Mode::Enabled,
+                    Some("true") => Mode::DryRun,
+                    Some(other) => return Err(invalid_value("DRY_RUN", other, "must be true or false")),
+                },
+                min_on_demand: number("MIN_ON_DEMAND_COUNT", 0, 0, 100_000)? as usize,
+                min_on_demand_percent: number("MIN_ON_DEMAND_PERCENT", 0, 0, 100)? as u32,
+                in_flight: InFlight::Percent(number("MAX_IN_FLIGHT_PERCENT", 10, 1, 100)? as u32),
+                allowed_types: types("ALLOWED_INSTANCE_TYPES")?,
+                denied_types: types("DENIED_INSTANCE_TYPES")?,
+            },
+            max_size_factor: match get("MAX_SIZE_FACTOR") {
+                None => d.max_size_factor,
+                Some(raw) => raw
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| (1.0..=16.0).contains(f))
+                    .ok_or_else(|| invalid_value("MAX_SIZE_FACTOR", &raw, "must be a number from 1 to 16"))?,
+            },
+            pool_backoff: number("POOL_BACKOFF_SECONDS", d.pool_backoff, 0, 7 * 86_400)?,
+            rebalance: match get("REBALANCE_ACTION").as_deref() {
+                None | Some("backoff") => RebalanceAction::Backoff,
+                Some("ignore") => RebalanceAction::Ignore,
+                Some("replace") => RebalanceAction::Replace,
+                Some(other) => {
+                    return Err(invalid_value("REBALANCE_ACTION", other, "must be ignore, backoff or replace"))
+                }
+            },
             claim_ttl: number("CLAIM_TTL_SECONDS", d.claim_ttl, 60, 86_400)?,
             // At least 1 s: 0 would make a waiting swap re-send itself in a tight loop.
             ready_delay: number("READY_CHECK_DELAY_SECONDS", d.ready_delay.into(), 1, 900)? as i32,
@@ -187,6 +250,40 @@ mod tests {
             Config::from_lookup(Function::Swapper, lookup(&[("SWAPPER_QUEUE_URL", "s"), ("PRICE_TABLE", "m5.large")]))
                 .unwrap_err();
         assert!(err.to_string().contains("PRICE_TABLE"), "{err}");
+    }
+
+    #[test]
+    fn policy_defaults_and_pool_settings_are_read_or_refused() {
+        let c = Config::from_lookup(
+            Function::Interruption,
+            lookup(&[
+                ("DRY_RUN", "true"),
+                ("MIN_ON_DEMAND_COUNT", "2"),
+                ("MIN_ON_DEMAND_PERCENT", "20"),
+                ("MAX_IN_FLIGHT_PERCENT", "25"),
+                ("ALLOWED_INSTANCE_TYPES", "m5*,c5*"),
+                ("DENIED_INSTANCE_TYPES", "*.metal"),
+                ("MAX_SIZE_FACTOR", "1.5"),
+                ("POOL_BACKOFF_SECONDS", "600"),
+                ("REBALANCE_ACTION", "replace"),
+            ]),
+        )
+        .unwrap();
+        let p = &c.policy;
+        assert_eq!((p.mode, p.min_on_demand, p.min_on_demand_percent), (Mode::DryRun, 2, 20));
+        assert_eq!(p.in_flight, InFlight::Percent(25));
+        assert_eq!((p.allowed_types.len(), p.denied_types.len()), (2, 1));
+        assert_eq!((c.max_size_factor, c.pool_backoff, c.rebalance), (1.5, 600, RebalanceAction::Replace));
+        for (name, value) in [
+            ("DRY_RUN", "yes"),
+            ("MAX_SIZE_FACTOR", "0.5"),
+            ("REBALANCE_ACTION", "panic"),
+            ("DENIED_INSTANCE_TYPES", "m5;x"),
+            ("MIN_ON_DEMAND_PERCENT", "120"),
+        ] {
+            let err = Config::from_lookup(Function::Interruption, lookup(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

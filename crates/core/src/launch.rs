@@ -1,33 +1,36 @@
-//! The spot-creator's work on one message: a fresh check, then exactly one Spot copy of the
-//! On-Demand instance, then a swap message.
+//! The spot-creator's work on one message: a fresh check, then exactly one copy of the
+//! instance to replace (Spot, from the compatible pools that are not backed off; or On-Demand,
+//! to hold the group's On-Demand floor), then a swap message.
 
 use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
 use crate::batch::Outcome;
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, TypeQuery, LIVE, NOT_TERMINATED};
 use crate::config::Config;
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest, SwapRequest};
 use crate::metrics::{self, Metrics};
 use crate::model::{
-    rfc3339, Epoch, Hold, Instance, LaunchResult, LaunchSource, SpotLaunch, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_HOLD,
-    TAG_LAUNCHED_AT, TAG_REPLACES,
+    rfc3339, Epoch, Group, Hold, Instance, Launch, LaunchResult, LaunchSource, Market, LIFECYCLE_IN_SERVICE, TAG_GROUP,
+    TAG_HOLD, TAG_LAUNCHED_AT, TAG_POOL, TAG_REPLACES,
 };
+use crate::policy::{Mode, Policy};
+use crate::pools::{self, Backoffs, ALL_POOLS};
 
-/// EC2 allows 50 tags per resource.
-const MAX_TAGS: usize = 50;
+/// EC2 allows 50 tags per resource; one is kept free for [`TAG_POOL`], set after launch.
+const MAX_TAGS: usize = 49;
 
-/// Tags for the Spot copy: ours first (they must never be crowded out), then the On-Demand
+/// Tags for the copy: ours first (they must never be crowded out), then the replaced
 /// instance's own tags as far as the limit allows.
-pub fn spot_tags(od: &Instance, group: &str, now: Epoch) -> (Vec<(String, String)>, usize) {
+pub fn copy_tags(old: &Instance, group: &str, now: Epoch) -> (Vec<(String, String)>, usize) {
     let mut tags = vec![
         (TAG_GROUP.to_string(), group.to_string()),
-        (TAG_REPLACES.to_string(), od.id.clone()),
+        (TAG_REPLACES.to_string(), old.id.clone()),
         (TAG_LAUNCHED_AT.to_string(), rfc3339(now)),
     ];
-    let copyable: Vec<_> = od.copyable_tags().collect();
+    let copyable: Vec<_> = old.copyable_tags().collect();
     let room = MAX_TAGS - tags.len();
     tags.extend(copyable.iter().take(room).map(|(k, v)| (k.to_string(), v.to_string())));
     (tags, copyable.len().saturating_sub(room))
@@ -46,39 +49,53 @@ pub(crate) fn on_error(what: &str, e: AwsError) -> Outcome {
     }
 }
 
+/// Why a group's policy forbids any change now, if it does.
+pub(crate) fn paused(policy: &Policy, group: &str, would: &str) -> Option<Outcome> {
+    match policy.mode {
+        Mode::Enabled => None,
+        Mode::DryRun => {
+            info!(asg = %group, dry_run = true, "would {would}");
+            Some(Outcome::Dropped(format!("group {group} is in dry-run: would {would}; nothing changed")))
+        }
+        Mode::Disabled => Some(Outcome::Dropped(format!("group {group} is disabled by tag; nothing changed"))),
+    }
+}
+
 pub async fn create_spot<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SpotRequest::parse(body) {
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
-    crate::batch::record_ids(&req.group, &req.on_demand, None);
+    crate::batch::record_ids(&req.group, &req.replace, None);
     run(cloud, config, metrics, &req, now).await
 }
 
 async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &SpotRequest, now: Epoch) -> Outcome {
-    let (group_name, od_id) = (req.group.as_str(), req.on_demand.as_str());
+    let (group_name, old_id, market) = (req.group.as_str(), req.replace.as_str(), req.market);
 
     // A redelivered message finds the copy it launched before and only re-sends the swap.
     let existing = match cloud
-        .instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: Some(od_id.into()) }, LIVE)
+        .instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: Some(old_id.into()) }, LIVE)
         .await
     {
         Ok(found) => found,
-        Err(e) => return on_error("could not look for an existing Spot copy", e),
+        Err(e) => return on_error("could not look for an existing copy", e),
     };
-    if let Some(spot) =
-        existing.iter().filter(|s| s.spot && s.tag(TAG_GROUP) == Some(group_name)).min_by(|a, b| a.id.cmp(&b.id))
+    if let Some(copy) = existing
+        .iter()
+        .filter(|s| Market::of(s) == market && s.tag(TAG_GROUP) == Some(group_name))
+        .min_by(|a, b| a.id.cmp(&b.id))
     {
-        info!(asg = %group_name, od = %od_id, spot = %spot.id, "Spot copy already launched; re-sending the swap");
-        return send_swap(cloud, config, req, &spot.id, "Spot copy already launched").await;
+        info!(asg = %group_name, old = %old_id, new = %copy.id, "copy already launched; re-sending the swap");
+        return send_swap(cloud, config, req, &copy.id, "copy already launched").await;
     }
 
-    let od = match cloud.instances(&InstanceQuery::Ids(vec![od_id.into()]), NOT_TERMINATED).await {
+    let old = match cloud.instances(&InstanceQuery::Ids(vec![old_id.into()]), NOT_TERMINATED).await {
         Ok(found) => match found.into_iter().next() {
             Some(i) => i,
-            None => return Outcome::Rejected(format!("instance {od_id} does not exist or is terminated")),
+            None => return Outcome::Rejected(format!("instance {old_id} does not exist or is terminated")),
         },
-        Err(e) => return on_error("could not describe the On-Demand instance", e),
+        Err(e) => return on_error("could not describe the instance to replace", e),
     };
     let group = match cloud.groups(&GroupQuery::Named(vec![group_name.into()])).await {
         Ok(groups) => match groups.into_iter().find(|g| g.name == group_name) {
@@ -95,97 +112,193 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             config.opt_in_key, config.opt_in_value
         ));
     }
+    let (policy, _) = config.policy.for_group(&group.tags);
+    if let Some(outcome) = paused(&policy, group_name, &format!("launch a {} copy of {old_id}", market.as_str())) {
+        return outcome;
+    }
     if let Some(why) = group.unsupported() {
         return Outcome::Dropped(format!("group {group_name} {why}"));
     }
-    let Some(member) = group.member(od_id) else {
-        return Outcome::Dropped(format!("{od_id} is not in group {group_name}"));
+    let Some(member) = group.member(old_id) else {
+        return Outcome::Dropped(format!("{old_id} is not in group {group_name}"));
     };
     if member.lifecycle != LIFECYCLE_IN_SERVICE {
-        return Outcome::Dropped(format!("{od_id} is {}, not InService", member.lifecycle));
+        return Outcome::Dropped(format!("{old_id} is {}, not InService", member.lifecycle));
     }
     if member.protected_from_scale_in {
-        return Outcome::Dropped(format!("{od_id} is protected from scale-in"));
+        return Outcome::Dropped(format!("{old_id} is protected from scale-in"));
     }
-    if od.spot || od.state != "running" {
+    if Market::of(&old) == market || old.state != "running" {
         return Outcome::Dropped(format!(
-            "{od_id} is not a running On-Demand instance ({}, spot={})",
-            od.state, od.spot
+            "{old_id} is not a running instance to move to {} ({}, {})",
+            market.as_str(),
+            old.state,
+            Market::of(&old).as_str()
         ));
     }
-    if let Some(Hold::Skip { until }) = od.hold().filter(|h| h.until() > now) {
-        return Outcome::Dropped(format!("{od_id} is set aside until {}", rfc3339(until)));
+    if let Some(Hold::Skip { until }) = old.hold().filter(|h| h.until() > now) {
+        return Outcome::Dropped(format!("{old_id} is set aside until {}", rfc3339(until)));
     }
-    let Some(subnet) = od.subnet_id.clone() else {
-        return Outcome::Dropped(format!("{od_id} has no subnet (EC2-Classic?)"));
+    let (Some(subnet), Some(az)) = (old.subnet_id.clone(), old.availability_zone.clone()) else {
+        return Outcome::Dropped(format!("{old_id} has no subnet (EC2-Classic?)"));
     };
     let LaunchSource::Template { id: template_id, version: template_version } = group.launch.clone() else {
         return Outcome::Dropped(format!("group {group_name} has no launch template"));
     };
-    match cloud.termination_protected(od_id).await {
+    match cloud.termination_protected(old_id).await {
         Ok(false) => {}
         Ok(true) => {
-            return set_aside(cloud, config, od_id, now, format!("{od_id} has API termination protection")).await
+            return set_aside(cloud, config, old_id, now, format!("{old_id} has API termination protection")).await
         }
         Err(e) => return on_error("could not read termination protection", e),
     }
 
-    let (tags, dropped_tags) = spot_tags(&od, group_name, now);
+    let instance_types = match market {
+        // The floor: the same type the group runs, bought On-Demand.
+        Market::OnDemand => vec![old.instance_type.clone()],
+        Market::Spot => match spot_choices(cloud, config, &policy, &group, &old, &az, now).await {
+            Ok(Ok(types)) => types,
+            Ok(Err(why)) => {
+                metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
+                warn!(asg = %group_name, old = %old_id, reason = %why, "no Spot pool to try; keeping On-Demand");
+                return set_aside(cloud, config, old_id, now, why).await;
+            }
+            Err(e) => return on_error("could not describe instance types", e),
+        },
+    };
+
+    let (tags, dropped_tags) = copy_tags(&old, group_name, now);
     if dropped_tags > 0 {
-        warn!(asg = %group_name, od = %od_id, dropped_tags, "On-Demand instance has too many tags; some were not copied");
+        warn!(asg = %group_name, old = %old_id, dropped_tags, "instance has too many tags; some were not copied");
     }
-    let launch = SpotLaunch {
+    let launch = Launch {
+        market,
         template_id,
         template_version,
-        instance_type: od.instance_type.clone(),
+        instance_types,
         subnet_id: subnet,
         tags,
         client_token: req.client_token(),
     };
-    let pool = format!("{} in {}", launch.instance_type, launch.subnet_id);
-    match cloud.launch_spot(&launch).await {
-        Ok(LaunchResult::Launched { instance_id }) => {
-            metrics.incr(metrics::SPOT_LAUNCHED);
-            info!(asg = %group_name, od = %od_id, spot = %instance_id, pool = %pool, "Spot copy launched");
-            send_swap(cloud, config, req, &instance_id, "Spot copy launched").await
+    let pools = format!("{} in {az}", launch.instance_types.join(","));
+    match cloud.launch(&launch).await {
+        Ok(LaunchResult::Launched { instance_id, instance_type, empty_pools }) => {
+            metrics.incr(if market.is_spot() { metrics::SPOT_LAUNCHED } else { metrics::ON_DEMAND_LAUNCHED });
+            let pool = format!("{instance_type}@{az}");
+            info!(asg = %group_name, old = %old_id, new = %instance_id, pool = %pool, market = market.as_str(), "copy launched");
+            let tags = BTreeMap::from([(TAG_POOL.to_string(), pool)]);
+            if let Err(e) = cloud.tag_instances(std::slice::from_ref(&instance_id), &tags).await {
+                // Its type and zone say the same; the tag is for people and filters.
+                warn!(new = %instance_id, error = %e, "could not tag the copy with its pool");
+            }
+            if !empty_pools.is_empty() {
+                back_off(cloud, config, metrics, &group, &az, &empty_pools, now).await;
+            }
+            send_swap(cloud, config, req, &instance_id, "copy launched").await
         }
         Ok(LaunchResult::NoCapacity { code, message }) => {
             metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
-            warn!(asg = %group_name, od = %od_id, pool = %pool, code = %code, reason = %message, "no Spot capacity; keeping On-Demand");
-            set_aside(cloud, config, od_id, now, format!("no Spot capacity for {pool}: {code}")).await
+            warn!(asg = %group_name, old = %old_id, pools = %pools, code = %code, reason = %message, "no capacity; keeping the instance");
+            if market.is_spot() {
+                back_off(cloud, config, metrics, &group, &az, &[ALL_POOLS.to_string()], now).await;
+            }
+            set_aside(cloud, config, old_id, now, format!("no {} capacity for {pools}: {code}", market.as_str())).await
         }
         Ok(LaunchResult::Refused { code, message }) => {
             metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
-            error!(asg = %group_name, od = %od_id, pool = %pool, code = %code, reason = %message, "Spot launch refused; keeping On-Demand");
-            set_aside(cloud, config, od_id, now, format!("Spot launch refused for {pool}: {code}: {message}")).await
+            error!(asg = %group_name, old = %old_id, pools = %pools, code = %code, reason = %message, "launch refused; keeping the instance");
+            set_aside(cloud, config, old_id, now, format!("launch refused for {pools}: {code}: {message}")).await
         }
-        Err(e) => on_error("could not launch the Spot copy", e),
+        Err(e) => on_error("could not launch the copy", e),
     }
 }
 
-async fn send_swap<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, spot: &str, what: &str) -> Outcome {
+/// The Spot types to offer CreateFleet for `old`: compatible, allowed by the group's policy,
+/// and not backed off in its zone. `Ok(Err(why))` when there is none.
+async fn spot_choices<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    policy: &Policy,
+    group: &Group,
+    old: &Instance,
+    az: &str,
+    now: Epoch,
+) -> Result<Result<Vec<String>, String>, AwsError> {
+    let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![old.instance_type.clone()])).await?.pop() else {
+        return Ok(Err(format!("instance type {} is unknown to DescribeInstanceTypes", old.instance_type)));
+    };
+    let catalog = cloud
+        .instance_types(&TypeQuery::SpotCapable {
+            architecture: original.architecture().to_string(),
+            vcpus: pools::vcpu_range(&original, config.max_size_factor),
+        })
+        .await?;
+    let compatible: Vec<String> = pools::compatible(&original, &catalog, config.max_size_factor)
+        .into_iter()
+        .filter(|t| policy.allows(t))
+        .collect();
+    if compatible.is_empty() {
+        return Ok(Err(format!("no Spot type compatible with {} is allowed by the group's policy", old.instance_type)));
+    }
+    let (backoffs, _) = Backoffs::from_tags(&group.tags);
+    let usable = backoffs.usable(az, &compatible, now);
+    if usable.is_empty() {
+        let until = compatible.iter().filter_map(|t| backoffs.until(az, t, now)).min().unwrap_or(now);
+        return Ok(Err(format!(
+            "all {} Spot pools compatible with {} in {az} are backed off until at least {}",
+            compatible.len(),
+            old.instance_type,
+            rfc3339(until)
+        )));
+    }
+    Ok(Ok(usable))
+}
+
+/// Back off these pools of `group` in `az` for the configured time, in the group's tag (read
+/// with the group a moment ago). A failure costs only an early retry of the pool.
+pub(crate) async fn back_off<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    metrics: &Metrics,
+    group: &Group,
+    az: &str,
+    types: &[String],
+    now: Epoch,
+) {
+    let (backoffs, _) = Backoffs::from_tags(&group.tags);
+    let until = now + config.pool_backoff;
+    let (key, value) = backoffs.with(az, types, until, now);
+    match cloud.tag_group(&group.name, &BTreeMap::from([(key, value)])).await {
+        Ok(()) => {
+            metrics.add(metrics::POOLS_BACKED_OFF, types.len() as f64);
+            warn!(asg = %group.name, az = %az, pools = %types.join(","), until = %rfc3339(until), "Spot pools backed off");
+        }
+        Err(e) => warn!(asg = %group.name, az = %az, error = %e, "could not record the pool backoff"),
+    }
+}
+
+async fn send_swap<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, new: &str, what: &str) -> Outcome {
     let message = Outgoing {
-        body: to_body(&SwapRequest::new(&req.group, &req.on_demand, spot)),
+        body: to_body(&SwapRequest::new(&req.group, &req.replace, new, req.market)),
         delay_seconds: config.ready_delay,
         group_id: None,
         dedup_id: None,
     };
     match cloud.send(&config.swap_queue_url, vec![message]).await {
-        Ok(0) => Outcome::Done(format!("{what}: {spot}; swap enqueued")),
-        Ok(_) => Outcome::Retry(format!("{what}: {spot}; the swap message was not accepted")),
+        Ok(0) => Outcome::Done(format!("{what}: {new}; swap enqueued")),
+        Ok(_) => Outcome::Retry(format!("{what}: {new}; the swap message was not accepted")),
         Err(e) => on_error("could not enqueue the swap", e),
     }
 }
 
-/// Keep the On-Demand instance and leave it alone for a while, so the scanner does not retry it
-/// in a loop.
-pub(crate) async fn set_aside<C: Cloud>(cloud: &C, config: &Config, od: &str, now: Epoch, why: String) -> Outcome {
+/// Keep the instance and leave it alone for a while, so the scanner does not retry it in a loop.
+pub(crate) async fn set_aside<C: Cloud>(cloud: &C, config: &Config, old: &str, now: Epoch, why: String) -> Outcome {
     let hold = Hold::Skip { until: now + config.retry_after_failure };
     let tags = BTreeMap::from([(TAG_HOLD.to_string(), hold.value())]);
-    if let Err(e) = cloud.tag_instances(&[od.to_string()], &tags).await {
-        warn!(od = %od, error = %e, "could not set the instance aside; its claim will expire instead");
+    if let Err(e) = cloud.tag_instances(&[old.to_string()], &tags).await {
+        warn!(old = %old, error = %e, "could not set the instance aside; its claim will expire instead");
     }
-    Outcome::Dropped(format!("{why}; {od} kept On-Demand until at least {}", rfc3339(hold.until())))
+    Outcome::Dropped(format!("{why}; {old} kept until at least {}", rfc3339(hold.until())))
 }
 
 #[cfg(test)]
@@ -193,16 +306,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spot_tags_keep_ours_and_fit_the_limit() {
+    fn copy_tags_keep_ours_and_leave_room_for_the_pool() {
         let mut od = Instance { id: "i-00000001".into(), ..Default::default() };
         od.tags.insert("aws:autoscaling:groupName".into(), "web".into());
         od.tags.insert(TAG_HOLD.into(), "claim 5".into());
         for n in 0..60 {
             od.tags.insert(format!("t{n:02}"), "v".into());
         }
-        let (tags, dropped) = spot_tags(&od, "web", 0);
-        assert_eq!(tags.len(), MAX_TAGS);
-        assert_eq!(dropped, 13);
+        let (tags, dropped) = copy_tags(&od, "web", 0);
+        assert_eq!(tags.len(), 49);
+        assert_eq!(dropped, 14);
         assert_eq!(tags[0], (TAG_GROUP.to_string(), "web".to_string()));
         assert_eq!(tags[1], (TAG_REPLACES.to_string(), "i-00000001".to_string()));
         assert_eq!(tags[2], (TAG_LAUNCHED_AT.to_string(), "1970-01-01T00:00:00Z".to_string()));

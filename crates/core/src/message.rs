@@ -3,62 +3,73 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::model::Epoch;
+use crate::model::{Epoch, Market};
 
-pub const VERSION: u32 = 1;
+/// Version 2 added `market` (copies can be On-Demand, to hold a group's On-Demand floor) and
+/// named the instances by role. Version 1 bodies, still in the queues during an upgrade, read
+/// as Spot replacements.
+pub const VERSION: u32 = 2;
 
-/// Scanner -> spot-creator: replace this On-Demand instance of this group.
+/// Scanner -> spot-creator: replace this instance of this group with a copy bought in `market`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpotRequest {
     pub v: u32,
     pub group: String,
-    pub on_demand: String,
+    #[serde(alias = "on_demand")]
+    pub replace: String,
+    #[serde(default)]
+    pub market: Market,
     /// Until when the scan claimed the instance; with the instance id it names this attempt
     /// (the CreateFleet ClientToken), so a redelivery reuses it and a later attempt does not.
     pub claim: Epoch,
 }
 
-/// Spot-creator -> swapper (and swapper -> itself while waiting): swap these two.
+/// Spot-creator -> swapper (and swapper -> itself while waiting): swap `new` (a copy bought in
+/// `market`) in for `old`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwapRequest {
     pub v: u32,
     pub group: String,
-    pub on_demand: String,
-    pub spot: String,
+    #[serde(alias = "on_demand")]
+    pub old: String,
+    #[serde(alias = "spot")]
+    pub new: String,
+    #[serde(default)]
+    pub market: Market,
 }
 
 impl SpotRequest {
-    pub fn new(group: &str, on_demand: &str, claim: Epoch) -> Self {
-        Self { v: VERSION, group: group.into(), on_demand: on_demand.into(), claim }
+    pub fn new(group: &str, replace: &str, market: Market, claim: Epoch) -> Self {
+        Self { v: VERSION, group: group.into(), replace: replace.into(), market, claim }
     }
 
     pub fn parse(body: &str) -> Result<Self, String> {
         let m: Self = parse_versioned(body)?;
         check_group(&m.group)?;
-        check_instance_id(&m.on_demand)?;
+        check_instance_id(&m.replace)?;
         Ok(m)
     }
 
     /// Deterministic per attempt, at most 64 ASCII characters.
     pub fn client_token(&self) -> String {
-        format!("aso-{}-{}", self.on_demand, self.claim)
+        format!("aso-{}-{}", self.replace, self.claim)
     }
 }
 
 impl SwapRequest {
-    pub fn new(group: &str, on_demand: &str, spot: &str) -> Self {
-        Self { v: VERSION, group: group.into(), on_demand: on_demand.into(), spot: spot.into() }
+    pub fn new(group: &str, old: &str, new: &str, market: Market) -> Self {
+        Self { v: VERSION, group: group.into(), old: old.into(), new: new.into(), market }
     }
 
     pub fn parse(body: &str) -> Result<Self, String> {
         let m: Self = parse_versioned(body)?;
         check_group(&m.group)?;
-        check_instance_id(&m.on_demand)?;
-        check_instance_id(&m.spot)?;
-        if m.spot == m.on_demand {
-            return Err("spot and on_demand are the same instance".into());
+        check_instance_id(&m.old)?;
+        check_instance_id(&m.new)?;
+        if m.old == m.new {
+            return Err("old and new are the same instance".into());
         }
         Ok(m)
     }
@@ -72,8 +83,8 @@ pub fn to_body<T: Serialize>(message: &T) -> String {
 fn parse_versioned<T: DeserializeOwned>(body: &str) -> Result<T, String> {
     let value: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("body is not JSON: {e}"))?;
     match value.get("v").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) => return Err(format!("unknown message version {v} (this code reads version {VERSION})")),
+        Some(v) if (1..=u64::from(VERSION)).contains(&v) => {}
+        Some(v) => return Err(format!("unknown message version {v} (this code reads versions 1 to {VERSION})")),
         None => return Err("body has no message version \"v\"".into()),
     }
     serde_json::from_value(value).map_err(|e| format!("body is not a valid message: {e}"))
@@ -103,11 +114,20 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let s = SpotRequest::new("web", "i-0123456789abcdef0", 1_700_000_000);
+        let s = SpotRequest::new("web", "i-0123456789abcdef0", Market::OnDemand, 1_700_000_000);
         assert_eq!(SpotRequest::parse(&to_body(&s)), Ok(s.clone()));
+        assert!(to_body(&s).contains(r#""market":"on-demand""#));
         assert!(s.client_token().len() <= 64);
-        let w = SwapRequest::new("web", "i-0123456789abcdef0", "i-0fedcba9876543210");
+        let w = SwapRequest::new("web", "i-0123456789abcdef0", "i-0fedcba9876543210", Market::Spot);
         assert_eq!(SwapRequest::parse(&to_body(&w)), Ok(w));
+    }
+
+    #[test]
+    fn version_1_bodies_still_read_as_spot_replacements() {
+        let s = SpotRequest::parse(r#"{"v":1,"group":"g","on_demand":"i-01234567","claim":5}"#).unwrap();
+        assert_eq!((s.replace.as_str(), s.market), ("i-01234567", Market::Spot));
+        let w = SwapRequest::parse(r#"{"v":1,"group":"g","on_demand":"i-01234567","spot":"i-0abcdef0"}"#).unwrap();
+        assert_eq!((w.old.as_str(), w.new.as_str(), w.market), ("i-01234567", "i-0abcdef0", Market::Spot));
     }
 
     #[test]
@@ -115,7 +135,8 @@ mod tests {
         let cases = [
             ("not json", "not JSON"),
             (r#"{"group":"g","on_demand":"i-01234567","claim":1}"#, "no message version"),
-            (r#"{"v":2,"group":"g","on_demand":"i-01234567","claim":1}"#, "unknown message version 2"),
+            (r#"{"v":3,"group":"g","replace":"i-01234567","claim":1}"#, "unknown message version 3"),
+            (r#"{"v":2,"group":"g","replace":"i-01234567","market":"reserved","claim":1}"#, "unknown variant"),
             (r#"{"v":1,"group":"g","on_demand":"i-01234567"}"#, "missing field `claim`"),
             (r#"{"v":1,"group":"g","on_demand":"i-01234567","claim":1,"x":1}"#, "unknown field"),
             (r#"{"v":1,"group":"g","on_demand":"sg-01234567","claim":1}"#, "not an EC2 instance id"),
@@ -125,7 +146,7 @@ mod tests {
             let err = SpotRequest::parse(body).unwrap_err();
             assert!(err.contains(reason), "{body}: {err}");
         }
-        let err = SwapRequest::parse(r#"{"v":1,"group":"g","on_demand":"i-01234567","spot":"i-01234567"}"#);
+        let err = SwapRequest::parse(r#"{"v":2,"group":"g","old":"i-01234567","new":"i-01234567"}"#);
         assert!(err.unwrap_err().contains("same instance"));
     }
 }

@@ -16,6 +16,14 @@ pub const REPLACEMENTS_FAILED: &str = "ReplacementsFailed";
 pub const FALLBACKS_TO_ON_DEMAND: &str = "FallbacksToOnDemand";
 /// Spot-creator: Spot copies launched.
 pub const SPOT_LAUNCHED: &str = "SpotInstancesLaunched";
+/// Spot-creator: On-Demand copies launched to hold a group's On-Demand floor.
+pub const ON_DEMAND_LAUNCHED: &str = "OnDemandInstancesLaunched";
+/// Spot-creator and interruption handler: Spot pools backed off (no capacity, interruption).
+pub const POOLS_BACKED_OFF: &str = "PoolsBackedOff";
+/// Interruption handler: our Spot instances handed back to their group ahead of an interruption.
+pub const INTERRUPTIONS_HANDLED: &str = "InterruptionsHandled";
+/// Scanner: Spot instances enqueued to be replaced by On-Demand ones (the On-Demand floor).
+pub const FLOOR_REPLACEMENTS_STARTED: &str = "FloorReplacementsStarted";
 /// Scanner: orphaned Spot instances terminated.
 pub const ORPHANS_CLEANED: &str = "OrphansCleaned";
 /// Scanner: Spot instances of ours serving in opted-in groups.

@@ -2,9 +2,11 @@
 //!
 //! Durable state lives in tags on the instances and groups themselves, so that no datastore is
 //! needed and a crash at any point leaves something the next run can read:
-//! - on our Spot instances: [`TAG_GROUP`], [`TAG_REPLACES`], [`TAG_LAUNCHED_AT`];
-//! - on On-Demand instances: [`TAG_HOLD`] (claimed by a scan, or set aside after a failure);
-//! - on groups whose MaxSize we raised to make room: [`TAG_ORIGINAL_MAX`].
+//! - on the copies we launch (Spot, or On-Demand to hold a group's On-Demand floor):
+//!   [`TAG_GROUP`], [`TAG_REPLACES`], [`TAG_LAUNCHED_AT`], [`TAG_POOL`];
+//! - on instances being replaced: [`TAG_HOLD`] (claimed by a scan, or set aside after a failure);
+//! - on groups whose MaxSize we raised to make room: [`TAG_ORIGINAL_MAX`];
+//! - on groups, backed-off Spot pools: [`crate::pools::TAG_BACKOFF_PREFIX`].
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,8 @@ pub const TAG_LAUNCHED_AT: &str = "asg-optimiser:launched-at";
 pub const TAG_HOLD: &str = "asg-optimiser:hold";
 /// On a group: the MaxSize it had before we raised it by one to attach a Spot instance.
 pub const TAG_ORIGINAL_MAX: &str = "asg-optimiser:original-max-size";
-/// On a group: overrides the replacements-in-flight limit (`3` or `25%`).
-pub const TAG_MAX_IN_FLIGHT: &str = "asg-optimiser:max-in-flight";
+/// On a copy: the pool it was launched in, `<instance type>@<Availability Zone>`.
+pub const TAG_POOL: &str = "asg-optimiser:pool";
 /// Prefix of every tag we own: never copied from an On-Demand instance to its Spot copy.
 pub const OUR_TAG_PREFIX: &str = "asg-optimiser:";
 
@@ -191,12 +193,44 @@ impl Health {
     }
 }
 
-/// What to launch for one replacement.
+/// Which market a copy is bought in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Market {
+    #[default]
+    Spot,
+    OnDemand,
+}
+
+impl Market {
+    pub fn of(instance: &Instance) -> Market {
+        if instance.spot {
+            Market::Spot
+        } else {
+            Market::OnDemand
+        }
+    }
+
+    pub fn is_spot(&self) -> bool {
+        *self == Market::Spot
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Market::Spot => "Spot",
+            Market::OnDemand => "On-Demand",
+        }
+    }
+}
+
+/// What to launch for one replacement: one instance, from the group's launch template, in
+/// the replaced instance's subnet, of one of `instance_types`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpotLaunch {
+pub struct Launch {
+    pub market: Market,
     pub template_id: String,
     pub template_version: String,
-    pub instance_type: String,
+    pub instance_types: Vec<String>,
     pub subnet_id: String,
     pub tags: Vec<(String, String)>,
     /// Derived from the work item, so a redelivered message cannot launch a second instance.
@@ -208,17 +242,14 @@ pub struct SpotLaunch {
 pub enum LaunchResult {
     Launched {
         instance_id: String,
+        instance_type: String,
+        /// Types whose pools answered with a capacity error while another pool served us.
+        empty_pools: Vec<String>,
     },
-    /// HTTP 200 with no instance, or an error that means "this pool has nothing now".
-    NoCapacity {
-        code: String,
-        message: String,
-    },
+    /// HTTP 200 with no instance, or an error that means "these pools have nothing now".
+    NoCapacity { code: String, message: String },
     /// The request itself is wrong (permissions, parameters, quota): retrying will not help.
-    Refused {
-        code: String,
-        message: String,
-    },
+    Refused { code: String, message: String },
 }
 
 const CAPACITY_CODES: &[&str] = &[
@@ -231,9 +262,13 @@ const CAPACITY_CODES: &[&str] = &[
     "capacity-not-available",
 ];
 
+pub fn is_capacity_error(code: &str) -> bool {
+    CAPACITY_CODES.contains(&code)
+}
+
 /// Sorts a CreateFleet error code: "this pool is empty now" or "this request is wrong".
 pub fn launch_failure(code: &str, message: &str) -> LaunchResult {
-    if CAPACITY_CODES.contains(&code) {
+    if is_capacity_error(code) {
         LaunchResult::NoCapacity { code: code.into(), message: message.into() }
     } else {
         LaunchResult::Refused { code: code.into(), message: message.into() }

@@ -1,33 +1,15 @@
-//! Pure decisions of the scanner: which On-Demand instances to replace now, which Spot instances
-//! are orphans, which swaps stalled, which groups need their MaxSize put back.
+//! Pure decisions of the scanner: which instances to replace now (On-Demand by Spot, or Spot by
+//! On-Demand to hold a group's On-Demand floor), which copies of ours are orphans, which swaps
+//! stalled, which groups need their MaxSize put back or stale backoff tags removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::message::SwapRequest;
 use crate::model::{
-    Epoch, Group, Hold, Instance, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_MAX_IN_FLIGHT, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    Epoch, Group, Hold, Instance, Market, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
-
-/// The per-group limit on replacements in flight: the group's tag (`3` or `25%`) if valid,
-/// else `max(1, percent% of desired)`. Returns a note when the tag was unreadable.
-pub fn in_flight_limit(desired: i32, default_percent: u32, tag: Option<&str>) -> (usize, Option<String>) {
-    let of_desired = |pct: u32| (desired.max(0) as usize * pct as usize / 100).max(1);
-    let default = of_desired(default_percent);
-    let Some(raw) = tag.map(str::trim) else { return (default, None) };
-    let parsed = match raw.strip_suffix('%') {
-        Some(pct) => pct.trim().parse::<u32>().ok().filter(|p| (1..=100).contains(p)).map(of_desired),
-        None => raw.parse::<usize>().ok(),
-    };
-    match parsed {
-        Some(limit) => (limit, None),
-        None => (
-            default,
-            Some(format!(
-                "tag {TAG_MAX_IN_FLIGHT}={raw:?} is not a count or a percentage from 1% to 100%; using {default}"
-            )),
-        ),
-    }
-}
+use crate::policy::{floor_moves, Mode, Policy};
+use crate::pools::{Backoffs, ALL_POOLS, TAG_BACKOFF_PREFIX};
 
 /// What the scanner read.
 #[derive(Debug, Clone, Default)]
@@ -38,26 +20,42 @@ pub struct ScanInput {
     pub raised: Vec<Group>,
     /// Live members of the opted-in groups.
     pub instances: Vec<Instance>,
-    /// Every not-terminated instance carrying [`TAG_REPLACES`].
+    /// Every not-terminated instance carrying [`TAG_REPLACES`]: the copies we launched.
     pub spots: Vec<Instance>,
+    /// Compatible Spot types per On-Demand instance type, before the groups' policies: looked up
+    /// only for groups with backed-off pools. A type missing here is never held back by
+    /// per-type backoffs (the spot-creator still skips those pools).
+    pub compatible: BTreeMap<String, Vec<String>>,
     pub now: Epoch,
-    pub default_percent: u32,
+    /// The configured policy every group starts from.
+    pub defaults: Policy,
     pub orphan_deadline: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GroupPlan {
     pub name: String,
+    pub mode: Mode,
     pub desired: i32,
     pub on_demand: usize,
     pub spot: usize,
+    /// On-Demand instances the group's policy keeps.
+    pub on_demand_floor: usize,
     pub limit: usize,
     pub in_flight: usize,
-    /// On-Demand instances to enqueue now, oldest first.
+    /// On-Demand instances to replace by Spot now, oldest first.
     pub candidates: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Spot instances to replace by On-Demand now (the group is below its floor).
+    pub to_on_demand: Vec<String>,
+    /// Spot pools of the group backed off now.
+    pub backed_off_pools: usize,
+    /// On-Demand instances left alone because every compatible Spot pool in their zone is
+    /// backed off.
+    pub held_back: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
@@ -82,6 +80,8 @@ pub struct ScanPlan {
     pub orphans: Vec<Orphan>,
     pub stalled: Vec<SwapRequest>,
     pub repairs: Vec<MaxRepair>,
+    /// Backoff tags whose every entry has ended, per group.
+    pub stale_backoffs: Vec<(String, Vec<String>)>,
     pub notes: Vec<String>,
 }
 
@@ -92,11 +92,11 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
         input.raised.iter().chain(&input.opted_in).map(|g| (g.name.as_str(), g)).collect();
     let member_of: BTreeMap<&str, &str> =
         known_groups.values().flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str()))).collect();
-    // On-Demand id -> the live Spot instances of ours that replace it.
+    // Replaced instance id -> the live copies of ours that replace it.
     let mut replacing: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for s in input.spots.iter().filter(|s| s.is_live()) {
-        if let Some(od) = s.tag(TAG_REPLACES) {
-            replacing.entry(od).or_default().push(s);
+        if let Some(old) = s.tag(TAG_REPLACES) {
+            replacing.entry(old).or_default().push(s);
         }
     }
 
@@ -104,37 +104,52 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
     for g in &input.opted_in {
         plan.groups.push(plan_group(g, &details, &replacing, input));
     }
+    // Dry-run groups change nothing at all, leftovers included: say what would happen instead.
+    let dry_run: BTreeSet<&str> =
+        plan.groups.iter().filter(|g| g.mode == Mode::DryRun).map(|g| g.name.as_str()).collect();
+    for g in &input.opted_in {
+        let (backoffs, _) = Backoffs::from_tags(&g.tags);
+        let stale: Vec<String> =
+            backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
+        if !stale.is_empty() && !dry_run.contains(g.name.as_str()) {
+            plan.stale_backoffs.push((g.name.clone(), stale));
+        }
+    }
 
     for s in &input.spots {
-        let (group, od) = (s.tag(TAG_GROUP).unwrap_or_default(), s.tag(TAG_REPLACES).unwrap_or_default());
-        if !s.spot {
-            plan.notes.push(format!("{} carries {TAG_REPLACES} but is not a Spot instance: left alone", s.id));
-            continue;
-        }
+        let (group, old) = (s.tag(TAG_GROUP).unwrap_or_default(), s.tag(TAG_REPLACES).unwrap_or_default());
         if let Some(&attached_to) = member_of.get(s.id.as_str()) {
-            let od_still_there = known_groups
+            let old_still_there = known_groups
                 .get(attached_to)
-                .is_some_and(|g| g.member(od).is_some_and(|m| !m.lifecycle.starts_with("Terminating")));
-            if attached_to == group && od_still_there && now - s.launch_time > input.orphan_deadline {
-                plan.stalled.push(SwapRequest::new(group, od, &s.id));
+                .is_some_and(|g| g.member(old).is_some_and(|m| !m.lifecycle.starts_with("Terminating")));
+            if attached_to == group && old_still_there && now - s.launch_time > input.orphan_deadline {
+                if dry_run.contains(group) {
+                    plan.notes.push(format!("dry-run: would resume the stalled swap of {old} for {}", s.id));
+                } else {
+                    plan.stalled.push(SwapRequest::new(group, old, &s.id, Market::of(s)));
+                }
             }
             continue;
         }
         let reason = if !s.is_live() {
             Some(format!("it is {}", s.state))
-        } else if group.is_empty() || od.is_empty() {
+        } else if group.is_empty() || old.is_empty() {
             Some(format!("it lacks the {TAG_GROUP} or {TAG_REPLACES} tag"))
         } else if !input.opted_in.iter().any(|g| g.name == group) {
             Some(format!("group {group} is gone or no longer opted in"))
-        } else if member_of.get(od) != Some(&group) {
-            Some(format!("its On-Demand instance {od} is no longer in {group}"))
+        } else if member_of.get(old) != Some(&group) {
+            Some(format!("the instance it replaces, {old}, is no longer in {group}"))
         } else if now - s.launch_time > input.orphan_deadline {
             Some(format!("it is still not attached {} s after launch", now - s.launch_time))
         } else {
             None
         };
         if let Some(reason) = reason {
-            plan.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason });
+            if dry_run.contains(group) {
+                plan.notes.push(format!("dry-run: would terminate orphan {} ({reason})", s.id));
+            } else {
+                plan.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason });
+            }
         }
     }
 
@@ -143,6 +158,9 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
             continue;
         }
         match max_repair(g) {
+            Ok(Some(_)) if dry_run.contains(g.name.as_str()) => {
+                plan.notes.push(format!("dry-run: would restore the MaxSize of {}", g.name))
+            }
             Ok(Some(repair)) => plan.repairs.push(repair),
             Ok(None) => {}
             Err(note) => plan.notes.push(note),
@@ -157,17 +175,30 @@ fn plan_group(
     replacing: &BTreeMap<&str, Vec<&Instance>>,
     input: &ScanInput,
 ) -> GroupPlan {
-    let (limit, note) =
-        in_flight_limit(g.desired, input.default_percent, g.tags.get(TAG_MAX_IN_FLIGHT).map(String::as_str));
+    let now = input.now;
+    let (policy, mut notes) = input.defaults.for_group(&g.tags);
+    let (backoffs, backoff_notes) = Backoffs::from_tags(&g.tags);
+    notes.extend(backoff_notes);
     let mut plan = GroupPlan {
         name: g.name.clone(),
+        mode: policy.mode,
         desired: g.desired,
-        limit,
-        notes: note.into_iter().collect(),
-        ..Default::default()
+        on_demand: 0,
+        spot: 0,
+        on_demand_floor: policy.on_demand_floor(g.desired),
+        limit: policy.in_flight_limit(g.desired),
+        in_flight: 0,
+        candidates: Vec::new(),
+        to_on_demand: Vec::new(),
+        backed_off_pools: backoffs.active(now),
+        held_back: 0,
+        skipped: None,
+        notes,
     };
     let mut in_flight = BTreeSet::new();
-    let mut eligible: Vec<&Instance> = Vec::new();
+    // On-Demand instances on their way out, and On-Demand copies on their way in.
+    let (mut leaving, mut arriving) = (0, 0);
+    let (mut on_demand, mut spot): (Vec<&Instance>, Vec<&Instance>) = (Vec::new(), Vec::new());
     for m in &g.members {
         let Some(i) = details.get(m.id.as_str()) else {
             // Attached by hand without our tags, or launched between our two reads: next scan.
@@ -175,12 +206,19 @@ fn plan_group(
         };
         if i.spot {
             plan.spot += 1;
-            continue;
+        } else {
+            plan.on_demand += 1;
         }
-        plan.on_demand += 1;
-        let hold = i.hold().filter(|h| h.until() > input.now);
-        if replacing.contains_key(m.id.as_str()) || matches!(hold, Some(Hold::Claim { .. })) {
+        let hold = i.hold().filter(|h| h.until() > now);
+        let copies = replacing.get(m.id.as_str());
+        if copies.is_some() || matches!(hold, Some(Hold::Claim { .. })) {
             in_flight.insert(m.id.as_str());
+            if !i.spot {
+                leaving += 1;
+            } else if !copies.is_some_and(|cs| cs.iter().any(|c| g.member(&c.id).is_some())) {
+                // Once attached, the copy counts as an On-Demand member already.
+                arriving += 1;
+            }
         } else if hold.is_none()
             && m.lifecycle == LIFECYCLE_IN_SERVICE
             // An unhealthy instance is about to be replaced by the group itself.
@@ -188,10 +226,14 @@ fn plan_group(
             && !m.protected_from_scale_in
             && i.state == "running"
         {
-            eligible.push(i);
+            if i.spot { &mut spot } else { &mut on_demand }.push(i);
         }
     }
     plan.in_flight = in_flight.len();
+    if policy.mode == Mode::Disabled {
+        plan.skipped = Some(format!("disabled by tag {}", crate::policy::TAG_MODE));
+        return plan;
+    }
     if let Some(reason) = g.unsupported() {
         plan.skipped = Some(reason);
         return plan;
@@ -203,9 +245,51 @@ fn plan_group(
     }
     // Oldest first, then by id: two overlapping scans that see the same group pick the same
     // instances, and the FIFO queue's deduplication collapses them.
-    eligible.sort_by(|a, b| (a.launch_time, &a.id).cmp(&(b.launch_time, &b.id)));
-    plan.candidates = eligible.iter().take(limit.saturating_sub(plan.in_flight)).map(|i| i.id.clone()).collect();
+    let age = |a: &&Instance, b: &&Instance| (a.launch_time, &a.id).cmp(&(b.launch_time, &b.id));
+    on_demand.sort_by(age);
+    spot.sort_by(age);
+    let room = plan.limit.saturating_sub(plan.in_flight);
+    let (to_spot, to_on_demand) = floor_moves(plan.on_demand, leaving, arriving, plan.on_demand_floor, room);
+    for i in on_demand {
+        if plan.candidates.len() == to_spot {
+            break;
+        }
+        match held_back(i, &policy, &backoffs, &input.compatible, now) {
+            Some(why) => {
+                if plan.held_back == 0 {
+                    plan.notes.push(format!("On-Demand instances left alone: {why}"));
+                }
+                plan.held_back += 1;
+            }
+            None => plan.candidates.push(i.id.clone()),
+        }
+    }
+    plan.to_on_demand = spot.iter().take(to_on_demand).map(|i| i.id.clone()).collect();
     plan
+}
+
+/// Why this On-Demand instance cannot go to Spot now, if every pool it could use is backed off.
+fn held_back(
+    i: &Instance,
+    policy: &Policy,
+    backoffs: &Backoffs,
+    compatible: &BTreeMap<String, Vec<String>>,
+    now: Epoch,
+) -> Option<String> {
+    let az = i.availability_zone.as_deref().unwrap_or_default();
+    if let Some(until) = backoffs.until(az, ALL_POOLS, now) {
+        return Some(format!("every Spot pool in {az} is backed off until {}", crate::model::rfc3339(until)));
+    }
+    let allowed: Vec<String> = compatible.get(&i.instance_type)?.iter().filter(|t| policy.allows(t)).cloned().collect();
+    let until = allowed.iter().filter_map(|t| backoffs.until(az, t, now)).min()?;
+    backoffs.usable(az, &allowed, now).is_empty().then(|| {
+        format!(
+            "all {} Spot pools compatible with {} in {az} are backed off until at least {}",
+            allowed.len(),
+            i.instance_type,
+            crate::model::rfc3339(until)
+        )
+    })
 }
 
 /// Our Spot instances serving in opted-in groups, as (instance type, Availability Zone).
@@ -219,13 +303,13 @@ pub fn managed_spots(input: &ScanInput) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A swap of this group is under way: a live Spot instance of ours for it is not attached yet,
-/// or is attached while the On-Demand instance it replaces is still a member.
+/// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
+/// attached while the instance it replaces is still a member.
 pub fn busy(g: &Group, spots: &[Instance]) -> bool {
     spots.iter().filter(|s| s.is_live() && s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| {
         g.member(&s.id).is_none()
             || s.tag(TAG_REPLACES)
-                .is_some_and(|od| g.member(od).is_some_and(|m| !m.lifecycle.starts_with("Terminating")))
+                .is_some_and(|old| g.member(old).is_some_and(|m| !m.lifecycle.starts_with("Terminating")))
     })
 }
 
@@ -246,6 +330,7 @@ pub fn max_repair(g: &Group) -> Result<Option<MaxRepair>, String> {
 mod tests {
     use super::*;
     use crate::model::{LaunchSource, Member, TAG_HOLD};
+    use crate::policy::{TAG_MAX_IN_FLIGHT, TAG_MIN_ON_DEMAND, TAG_MODE};
 
     const NOW: Epoch = 1_800_000_000;
 
@@ -295,33 +380,9 @@ mod tests {
             instances,
             spots,
             now: NOW,
-            default_percent: 10,
+            defaults: Policy::default(),
             orphan_deadline: 1200,
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn in_flight_limit_table() {
-        let cases: &[(i32, u32, Option<&str>, usize, bool)] = &[
-            (0, 10, None, 1, false),
-            (5, 10, None, 1, false),
-            (10, 10, None, 1, false),
-            (25, 10, None, 2, false),
-            (100, 10, None, 10, false),
-            (20, 50, None, 10, false),
-            (10, 10, Some("3"), 3, false),
-            (10, 10, Some("0"), 0, false),
-            (10, 10, Some("50%"), 5, false),
-            (10, 10, Some(" 5% "), 1, false),
-            (10, 10, Some("0%"), 1, true),
-            (10, 10, Some("150%"), 1, true),
-            (30, 10, Some("lots"), 3, true),
-            (10, 10, Some("-2"), 1, true),
-        ];
-        for &(desired, pct, tag, want, noted) in cases {
-            let (limit, note) = in_flight_limit(desired, pct, tag);
-            assert_eq!((limit, note.is_some()), (want, noted), "desired={desired} pct={pct} tag={tag:?}");
         }
     }
 
@@ -411,17 +472,26 @@ mod tests {
             spot("i-0000000d", "gone", "i-00000001", NOW - 10), // group not opted in
             spot("i-0000000e", "web", "i-00000077", NOW - 10), // On-Demand instance gone
             stopped,
-            Instance { spot: false, ..spot("i-00000010", "web", "i-00000077", NOW - 9999) }, // not Spot: never ours to kill
+            // An On-Demand copy (the floor) is ours just the same.
+            Instance { spot: false, ..spot("i-00000010", "web", "i-00000077", NOW - 10) },
         ];
-        let plan = plan_scan(&input(vec![g], vec![od("i-00000001", 1)], spots));
+        let plan = plan_scan(&input(vec![g.clone()], vec![od("i-00000001", 1)], spots.clone()));
         let got: Vec<(&str, &str)> = plan.orphans.iter().map(|o| (o.spot.as_str(), o.reason.as_str())).collect();
-        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got.len(), 5, "{got:?}");
         assert!(got[0].0 == "i-0000000c" && got[0].1.contains("not attached"));
         assert!(got[1].0 == "i-0000000d" && got[1].1.contains("no longer opted in"));
         assert!(got[2].0 == "i-0000000e" && got[2].1.contains("no longer in web"));
         assert!(got[3].0 == "i-0000000f" && got[3].1.contains("stopped"));
-        assert_eq!(plan.notes.len(), 1);
+        assert!(got[4].0 == "i-00000010" && got[4].1.contains("no longer in web"));
+        assert!(plan.notes.is_empty());
         assert!(plan.stalled.is_empty());
+
+        // In dry-run, the same scan terminates nothing and says what it would do.
+        let mut dry = g;
+        dry.tags.insert(TAG_MODE.into(), "dry-run".into());
+        let plan = plan_scan(&input(vec![dry], vec![od("i-00000001", 1)], spots));
+        assert_eq!(plan.orphans.iter().map(|o| o.spot.as_str()).collect::<Vec<_>>(), ["i-0000000d"]);
+        assert_eq!(plan.notes.iter().filter(|n| n.contains("dry-run: would terminate")).count(), 4);
     }
 
     #[test]
@@ -439,7 +509,7 @@ mod tests {
             vec![od("i-00000001", 1)],
             vec![spot("i-0000000a", "web", "i-00000001", NOW - 5000)],
         ));
-        assert_eq!(old.stalled, [SwapRequest::new("web", "i-00000001", "i-0000000a")]);
+        assert_eq!(old.stalled, [SwapRequest::new("web", "i-00000001", "i-0000000a", Market::Spot)]);
     }
 
     #[test]
@@ -474,5 +544,93 @@ mod tests {
         assert!(plan.repairs.is_empty());
         let plan = plan_scan(&ScanInput { raised: vec![g], ..input(vec![], vec![], vec![]) });
         assert_eq!(plan.repairs, [MaxRepair { group: "web".into(), set_max: Some(3), clear_tag: true }]);
+    }
+
+    fn floor_group(n: usize, on_demand: usize, tags: &[(&str, &str)]) -> (Group, Vec<Instance>) {
+        let ids: Vec<String> = (1..=n).map(|k| format!("i-{k:08x}")).collect();
+        let mut g = group("web", n as i32, ids.iter().map(|id| member(id, "InService")).collect());
+        g.tags.insert(TAG_MAX_IN_FLIGHT.into(), "100%".into());
+        for (k, v) in tags {
+            g.tags.insert(k.to_string(), v.to_string());
+        }
+        let instances = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| Instance {
+                spot: k >= on_demand,
+                availability_zone: Some("eu-west-1a".into()),
+                ..od(id, k as i64)
+            })
+            .collect();
+        (g, instances)
+    }
+
+    #[test]
+    fn the_on_demand_floor_holds_both_ways() {
+        // (members, On-Demand among them, tags) -> (to Spot, to On-Demand)
+        let cases: &[(usize, usize, &[(&str, &str)], usize, usize)] = &[
+            (4, 4, &[], 4, 0),
+            (4, 4, &[(TAG_MIN_ON_DEMAND, "1")], 3, 0),
+            (4, 4, &[(crate::policy::TAG_MIN_ON_DEMAND_PERCENT, "50")], 2, 0),
+            (4, 2, &[(TAG_MIN_ON_DEMAND, "2")], 0, 0),
+            (4, 1, &[(TAG_MIN_ON_DEMAND, "3")], 0, 2), // the floor was raised: Spot goes back
+            (4, 0, &[(TAG_MIN_ON_DEMAND, "9")], 0, 4), // never more than desired
+            (4, 4, &[(TAG_MIN_ON_DEMAND, "x")], 4, 0), // invalid: default floor 0, and a note
+        ];
+        for &(n, on_demand, tags, want_spot, want_od) in cases {
+            let (g, instances) = floor_group(n, on_demand, tags);
+            let plan = plan_scan(&input(vec![g], instances, vec![]));
+            let gp = &plan.groups[0];
+            assert_eq!((gp.candidates.len(), gp.to_on_demand.len()), (want_spot, want_od), "{tags:?}: {gp:?}");
+        }
+        // An On-Demand copy already under way counts toward the floor.
+        let (g, instances) = floor_group(4, 1, &[(TAG_MIN_ON_DEMAND, "3")]);
+        let copy = Instance { spot: false, ..spot("i-000000aa", "web", "i-00000002", NOW - 30) };
+        let plan = plan_scan(&input(vec![g], instances, vec![copy]));
+        assert_eq!(plan.groups[0].to_on_demand, ["i-00000003"]);
+        assert_eq!(plan.groups[0].in_flight, 1);
+    }
+
+    #[test]
+    fn on_demand_instances_wait_while_every_compatible_pool_is_backed_off() {
+        let backoff = format!("{TAG_BACKOFF_PREFIX}eu-west-1a");
+        let compatible: BTreeMap<String, Vec<String>> =
+            [("m5.large".to_string(), vec!["m5.large".to_string(), "m5a.large".to_string()])].into();
+        // (backoff tag value, policy tags, candidates)
+        let cases: &[(&str, &[(&str, &str)], usize)] = &[
+            ("", &[], 2),
+            (&format!("*={}", NOW + 60), &[], 0),
+            (&format!("*={}", NOW - 60), &[], 2),        // ended
+            (&format!("m5.large={}", NOW + 60), &[], 2), // m5a.large is still open
+            (&format!("m5.large={} m5a.large={}", NOW + 60, NOW + 90), &[], 0),
+            // The policy allows only m5.large, and that pool is backed off.
+            (&format!("m5.large={}", NOW + 60), &[(crate::policy::TAG_ALLOWED_TYPES, "m5.*")], 0),
+        ];
+        for &(value, tags, want) in cases {
+            let (mut g, instances) = floor_group(2, 2, tags);
+            if !value.is_empty() {
+                g.tags.insert(backoff.clone(), value.to_string());
+            }
+            let plan = plan_scan(&ScanInput { compatible: compatible.clone(), ..input(vec![g], instances, vec![]) });
+            let gp = &plan.groups[0];
+            assert_eq!(gp.candidates.len(), want, "{value} {tags:?}");
+            assert_eq!(gp.held_back, 2 - want, "{value}");
+            assert_eq!(gp.notes.iter().any(|n| n.contains("backed off")), want == 0, "{value}: {:?}", gp.notes);
+        }
+        // A tag whose entries all ended is cleaned up, except in dry-run.
+        let (mut g, instances) = floor_group(2, 2, &[]);
+        g.tags.insert(backoff.clone(), format!("*={}", NOW - 1));
+        let plan = plan_scan(&input(vec![g.clone()], instances.clone(), vec![]));
+        assert_eq!(plan.stale_backoffs, [("web".to_string(), vec![backoff])]);
+        g.tags.insert(TAG_MODE.into(), "dry-run".into());
+        assert!(plan_scan(&input(vec![g], instances, vec![])).stale_backoffs.is_empty());
+    }
+
+    #[test]
+    fn disabled_groups_get_no_work() {
+        let (g, instances) = floor_group(2, 2, &[(TAG_MODE, "disabled")]);
+        let plan = plan_scan(&input(vec![g], instances, vec![]));
+        assert!(plan.groups[0].candidates.is_empty());
+        assert!(plan.groups[0].skipped.as_deref().unwrap().contains("disabled"));
     }
 }

@@ -5,20 +5,32 @@ use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, TypeQuery, LIVE, NOT_TERMINATED};
 use crate::config::Config;
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest};
-use crate::model::{Epoch, Hold, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use crate::model::{Epoch, Group, Hold, Instance, Market, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
 use crate::plan::{self, GroupPlan, ScanInput};
+use crate::policy::Mode;
+use crate::pools::{self, Backoffs};
 use crate::savings::{self, Savings};
 
 /// What one scan saw and did. The scanner logs it as one line and returns it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanSummary {
     pub groups: usize,
+    /// On-Demand instances to replace by Spot now.
     pub candidates: usize,
+    /// Spot instances to replace by On-Demand now (groups below their On-Demand floor).
+    pub to_on_demand: usize,
+    /// Replacements enqueued (both directions; none for dry-run groups).
     pub enqueued: usize,
+    /// Groups in dry-run: what they would have enqueued is logged and listed per group.
+    pub dry_run_groups: usize,
+    /// Spot pools backed off now, over all groups.
+    pub pools_backed_off: usize,
+    /// On-Demand instances left alone because every compatible Spot pool is backed off.
+    pub held_back: usize,
     pub in_flight: usize,
     pub cleaned_up: usize,
     pub resumed: usize,
@@ -51,23 +63,31 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     let spots =
         cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
 
+    let mut notes = Vec::new();
+    let compatible = compatible_types(cloud, config, &opted_in, &instances, now, &mut notes).await;
     let input = ScanInput {
         opted_in,
         raised,
         instances,
         spots,
+        compatible,
         now,
-        default_percent: config.max_in_flight_percent,
+        defaults: config.policy.clone(),
         orphan_deadline: config.orphan_deadline,
     };
     let plan = plan::plan_scan(&input);
     let managed = plan::managed_spots(&input);
 
+    notes.extend(plan.notes.iter().cloned());
     let mut summary = ScanSummary {
         groups: plan.groups.len(),
         candidates: plan.groups.iter().map(|g| g.candidates.len()).sum(),
+        to_on_demand: plan.groups.iter().map(|g| g.to_on_demand.len()).sum(),
+        dry_run_groups: plan.groups.iter().filter(|g| g.mode == Mode::DryRun).count(),
+        pools_backed_off: plan.groups.iter().map(|g| g.backed_off_pools).sum(),
+        held_back: plan.groups.iter().map(|g| g.held_back).sum(),
         in_flight: plan.groups.iter().map(|g| g.in_flight).sum(),
-        notes: plan.notes.clone(),
+        notes,
         ..Default::default()
     };
     for g in &plan.groups {
@@ -81,9 +101,64 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     clean_up(cloud, &plan.orphans, &mut summary).await;
     resume(cloud, config, &plan.stalled, &mut summary).await;
     repair(cloud, &plan.repairs, &mut summary).await;
+    for (group, keys) in &plan.stale_backoffs {
+        if let Err(e) = cloud.untag_group(group, keys).await {
+            failed(&mut summary, &format!("could not remove ended backoff tags of {group}"), &e);
+        }
+    }
 
     summary.per_group = plan.groups;
     Ok(summary)
+}
+
+/// Compatible Spot types of the On-Demand instance types in groups that have per-type pool
+/// backoffs, so the plan can tell whether every pool of an instance is backed off. Costs no call
+/// when no group has one (the usual case), and two cached DescribeInstanceTypes per type when
+/// some do. A failed lookup only means those instances are not held back by the scanner: the
+/// spot-creator still skips backed-off pools.
+async fn compatible_types<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    groups: &[Group],
+    instances: &[Instance],
+    now: Epoch,
+    notes: &mut Vec<String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut types = std::collections::BTreeSet::new();
+    for g in groups {
+        let (backoffs, _) = Backoffs::from_tags(&g.tags);
+        if backoffs.0.iter().any(|((_, t), &until)| t != pools::ALL_POOLS && until > now) {
+            types.extend(
+                instances.iter().filter(|i| !i.spot && g.member(&i.id).is_some()).map(|i| i.instance_type.clone()),
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    for t in types {
+        let lookup = async {
+            let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![t.clone()])).await?.pop() else {
+                return Ok(None);
+            };
+            let catalog = cloud
+                .instance_types(&TypeQuery::SpotCapable {
+                    architecture: original.architecture().to_string(),
+                    vcpus: pools::vcpu_range(&original, config.max_size_factor),
+                })
+                .await?;
+            Ok::<_, AwsError>(Some(pools::compatible(&original, &catalog, config.max_size_factor)))
+        };
+        match lookup.await {
+            Ok(Some(compatible)) => {
+                out.insert(t, compatible);
+            }
+            Ok(None) => notes.push(format!("instance type {t} is unknown to DescribeInstanceTypes")),
+            Err(e) => {
+                warn!(code = e.code(), error = %e, "could not describe instance types");
+                notes.push(format!("could not describe instance types: {e}"));
+            }
+        }
+    }
+    out
 }
 
 /// Prices are looked up once per scan, for the distinct types only (On-Demand prices are also
@@ -131,23 +206,36 @@ fn failed(summary: &mut ScanSummary, what: &str, e: &AwsError) {
 
 /// Claim the candidates with a tag first, so an overlapping or later scan counts them as in
 /// flight, then enqueue them; the FIFO queue deduplicates by instance id what two scans that
-/// overlap exactly might both send.
+/// overlap exactly might both send. Dry-run groups only log what they would enqueue.
 async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[GroupPlan], summary: &mut ScanSummary) {
     let claim = now + config.claim_ttl;
-    let picks: Vec<(&str, &str)> =
-        groups.iter().flat_map(|g| g.candidates.iter().map(move |id| (g.name.as_str(), id.as_str()))).collect();
+    let mut picks: Vec<(&str, &str, Market)> = Vec::new();
+    for g in groups {
+        let moves = g
+            .candidates
+            .iter()
+            .map(|id| (id, Market::Spot))
+            .chain(g.to_on_demand.iter().map(|id| (id, Market::OnDemand)));
+        for (id, market) in moves {
+            if g.mode == Mode::DryRun {
+                info!(asg = %g.name, old = %id, dry_run = true, "would replace with {}", market.as_str());
+            } else {
+                picks.push((g.name.as_str(), id.as_str(), market));
+            }
+        }
+    }
     if picks.is_empty() {
         return;
     }
-    let ids: Vec<String> = picks.iter().map(|(_, id)| id.to_string()).collect();
+    let ids: Vec<String> = picks.iter().map(|(_, id, _)| id.to_string()).collect();
     let tags = BTreeMap::from([(TAG_HOLD.to_string(), Hold::Claim { until: claim }.value())]);
     if let Err(e) = cloud.tag_instances(&ids, &tags).await {
         return failed(summary, "could not claim candidates; none enqueued", &e);
     }
     let messages = picks
         .iter()
-        .map(|(group, id)| Outgoing {
-            body: to_body(&SpotRequest::new(group, id, claim)),
+        .map(|(group, id, market)| Outgoing {
+            body: to_body(&SpotRequest::new(group, id, *market, claim)),
             delay_seconds: 0,
             group_id: Some(id.to_string()),
             dedup_id: Some(id.to_string()),
@@ -162,8 +250,8 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
                     config.claim_ttl
                 ));
             }
-            for (group, id) in &picks {
-                info!(asg = %group, od = %id, "enqueued for replacement");
+            for (group, id, market) in &picks {
+                info!(asg = %group, old = %id, "enqueued for replacement with {}", market.as_str());
             }
         }
         Err(e) => failed(summary, "could not enqueue candidates; their claims will expire", &e),
@@ -213,7 +301,7 @@ async fn resume<C: Cloud>(
     let messages = stalled
         .iter()
         .map(|s| {
-            warn!(asg = %s.group, od = %s.on_demand, spot = %s.spot, "swap stalled after attach; resuming");
+            warn!(asg = %s.group, old = %s.old, new = %s.new, "swap stalled after attach; resuming");
             Outgoing { body: to_body(s), delay_seconds: 0, group_id: None, dedup_id: None }
         })
         .collect();
@@ -243,7 +331,7 @@ async fn repair<C: Cloud>(cloud: &C, repairs: &[plan::MaxRepair], summary: &mut 
             info!(asg = %g.name, from = g.max, to = max, "restored MaxSize raised by an interrupted swap");
         }
         if r.clear_tag {
-            if let Err(e) = cloud.untag_group(&g.name, TAG_ORIGINAL_MAX).await {
+            if let Err(e) = cloud.untag_group(&g.name, &[TAG_ORIGINAL_MAX.to_string()]).await {
                 failed(summary, &format!("could not clear {TAG_ORIGINAL_MAX} on {}", g.name), &e);
                 continue;
             }

@@ -1,27 +1,28 @@
-//! The swapper's work on one message. Each step re-reads what it depends on, so the message can
+//! The swapper's work on one message: swap a copy (Spot, or On-Demand for the floor) in for the
+//! instance it replaces. Each step re-reads what it depends on, so the message can
 //! be delivered any number of times, or resumed after a crash, and do each change once:
 //! verify -> wait for readiness (by re-enqueueing, never sleeping) -> make room -> attach ->
-//! confirm InService -> retire the On-Demand instance through the group -> put MaxSize back.
+//! confirm InService -> retire the replaced instance through the group -> put MaxSize back.
 
 use tracing::{info, warn};
 
 use crate::batch::Outcome;
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE};
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, ANY_STATE, LIVE};
 use crate::config::Config;
-use crate::launch::{on_error, set_aside};
+use crate::launch::{on_error, paused, set_aside};
 use crate::message::{to_body, SwapRequest};
 use crate::metrics::{self, Metrics};
-use crate::model::{Epoch, Group, Instance, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use crate::model::{
+    Epoch, Group, Instance, Market, Tags, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+};
 use crate::plan;
-
-const ANY_STATE: &[&str] = &["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
 
 pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SwapRequest::parse(body) {
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
-    crate::batch::record_ids(&req.group, &req.on_demand, Some(&req.spot));
+    crate::batch::record_ids(&req.group, &req.old, Some(&req.new));
     Swap { cloud, config, metrics, req: &req, now }.run().await
 }
 
@@ -39,19 +40,22 @@ fn is_terminating(lifecycle: &str) -> bool {
 
 impl<C: Cloud> Swap<'_, C> {
     async fn run(&self) -> Outcome {
-        let SwapRequest { group: group_name, on_demand: od, spot: spot_id, .. } = self.req;
+        let SwapRequest { group: group_name, old: od, new: spot_id, market, .. } = self.req;
         let spot = match self.cloud.instances(&InstanceQuery::Ids(vec![spot_id.clone()]), ANY_STATE).await {
             Ok(found) => match found.into_iter().next() {
                 Some(s) => s,
                 None => return Outcome::Rejected(format!("instance {spot_id} does not exist")),
             },
-            Err(e) => return on_error("could not describe the Spot instance", e),
+            Err(e) => return on_error("could not describe the copy", e),
         };
         // A forged or mixed-up message names an instance we did not launch for this pair.
-        if !spot.spot || spot.tag(TAG_REPLACES) != Some(od.as_str()) || spot.tag(TAG_GROUP) != Some(group_name.as_str())
+        if Market::of(&spot) != *market
+            || spot.tag(TAG_REPLACES) != Some(od.as_str())
+            || spot.tag(TAG_GROUP) != Some(group_name.as_str())
         {
             return Outcome::Rejected(format!(
-                "{spot_id} is not a Spot instance launched by asg-optimizer to replace {od} in {group_name}; nothing changed"
+                "{spot_id} is not a {} copy launched by asg-optimizer to replace {od} in {group_name}; nothing changed",
+                market.as_str()
             ));
         }
         if !spot.is_live() {
@@ -69,6 +73,10 @@ impl<C: Cloud> Swap<'_, C> {
                 "group {group_name} is no longer opted in; the scanner will clean up {spot_id}"
             ));
         }
+        let (policy, _) = self.config.policy.for_group(&group.tags);
+        if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
+            return outcome;
+        }
         if group.member(spot_id).is_some() {
             // Attached by an earlier delivery: resume after the attach.
             return self.finish(&spot).await;
@@ -84,7 +92,7 @@ impl<C: Cloud> Swap<'_, C> {
     }
 
     async fn attach(&self, spot: &Instance, group: Group) -> Outcome {
-        let (od, spot_id) = (&self.req.on_demand, &self.req.spot);
+        let (od, spot_id) = (&self.req.old, &self.req.new);
         let Some(member) = group.member(od) else {
             return Outcome::Dropped(format!(
                 "{od} is no longer in {}; the scanner will clean up {spot_id}",
@@ -108,7 +116,7 @@ impl<C: Cloud> Swap<'_, C> {
                     )),
                     None => Some(format!("{spot_id} has no status yet")),
                 },
-                Err(e) => return on_error("could not read the Spot instance's status", e),
+                Err(e) => return on_error("could not read the copy's status", e),
             }
         };
         if let Some(why) = wait {
@@ -124,7 +132,8 @@ impl<C: Cloud> Swap<'_, C> {
         // MaxSize on the group before raising it, so a crash here can be repaired by a scan.
         if group.desired + 1 > group.max {
             if !group.tags.contains_key(TAG_ORIGINAL_MAX) {
-                if let Err(e) = self.cloud.tag_group(&group.name, TAG_ORIGINAL_MAX, &group.max.to_string()).await {
+                let tag = Tags::from([(TAG_ORIGINAL_MAX.to_string(), group.max.to_string())]);
+                if let Err(e) = self.cloud.tag_group(&group.name, &tag).await {
                     return on_error("could not record the original MaxSize", e);
                 }
             }
@@ -138,7 +147,7 @@ impl<C: Cloud> Swap<'_, C> {
             warn!(code = e.code(), error = %e, "attach failed; re-reading the group");
             if !matches!(self.group().await, Ok(Some(g)) if g.member(spot_id).is_some()) {
                 if e.transient {
-                    return on_error("could not attach the Spot instance", e);
+                    return on_error("could not attach the copy", e);
                 }
                 // Refused (AMI gone, AZ not in the group, ...): retrying will not help.
                 return self.abandon(spot, format!("attach refused: {e}")).await;
@@ -149,9 +158,9 @@ impl<C: Cloud> Swap<'_, C> {
         self.finish(spot).await
     }
 
-    /// The Spot instance is in the group: once it is InService, retire the On-Demand instance.
+    /// The copy is in the group: once it is InService, retire the replaced instance.
     async fn finish(&self, spot: &Instance) -> Outcome {
-        let (od, spot_id) = (&self.req.on_demand, &self.req.spot);
+        let (od, spot_id) = (&self.req.old, &self.req.new);
         let group = match self.group().await {
             Ok(Some(g)) => g,
             Ok(None) => return Outcome::Dropped(format!("group {} vanished after attach", self.req.group)),
@@ -185,7 +194,7 @@ impl<C: Cloud> Swap<'_, C> {
                 // Through the group, decrementing desired: it nets out the attach, and the
                 // group's termination lifecycle hooks (draining) run.
                 if let Err(e) = self.cloud.terminate_in_group(od, true).await {
-                    return on_error("could not retire the On-Demand instance", e);
+                    return on_error("could not retire the replaced instance", e);
                 }
                 info!(asg = %group.name, od = %od, spot = %spot_id, "swapped");
                 self.metrics.incr(metrics::REPLACEMENTS_COMPLETED);
@@ -230,7 +239,7 @@ impl<C: Cloud> Swap<'_, C> {
             info!(asg = %group.name, from = group.max, to = max, "restored MaxSize");
         }
         if repair.clear_tag {
-            if let Err(e) = self.cloud.untag_group(&group.name, TAG_ORIGINAL_MAX).await {
+            if let Err(e) = self.cloud.untag_group(&group.name, &[TAG_ORIGINAL_MAX.to_string()]).await {
                 warn!(error = %e, "could not clear {TAG_ORIGINAL_MAX}; the scanner will");
             }
         }
@@ -250,33 +259,32 @@ impl<C: Cloud> Swap<'_, C> {
         }
     }
 
-    /// Not attached and not going to be: terminate our Spot instance, keep the On-Demand one.
+    /// Not attached and not going to be: terminate our copy, keep the replaced instance.
     async fn abandon(&self, spot: &Instance, why: String) -> Outcome {
         if let Err(e) = self.cloud.terminate(std::slice::from_ref(&spot.id)).await {
             return on_error("could not terminate the abandoned Spot instance", e);
         }
-        warn!(spot = %spot.id, reason = %why, "abandoned swap; Spot instance terminated");
+        warn!(spot = %spot.id, reason = %why, "abandoned swap; copy terminated");
         self.metrics.incr(metrics::REPLACEMENTS_FAILED);
         self.restore_max().await;
-        set_aside(self.cloud, self.config, &self.req.on_demand, self.now, format!("{why}; terminated {}", spot.id))
-            .await
+        set_aside(self.cloud, self.config, &self.req.old, self.now, format!("{why}; terminated {}", spot.id)).await
     }
 
-    /// Attached but the On-Demand instance must stay: take the Spot instance back out through
+    /// Attached but the replaced instance must stay: take the copy back out through
     /// the group, decrementing desired, so the group ends as it began.
     async fn roll_back(&self, group: &Group, why: String) -> Outcome {
-        let spot_id = &self.req.spot;
+        let spot_id = &self.req.new;
         if group.desired - 1 < group.min {
             return Outcome::Dropped(format!(
                 "{why}; rolling back {spot_id} would go below MinSize, both instances kept"
             ));
         }
         if let Err(e) = self.cloud.terminate_in_group(spot_id, true).await {
-            return on_error("could not roll back the Spot instance", e);
+            return on_error("could not roll back the copy", e);
         }
-        warn!(spot = %spot_id, reason = %why, "rolled back: Spot instance terminated through the group");
+        warn!(spot = %spot_id, reason = %why, "rolled back: copy terminated through the group");
         self.metrics.incr(metrics::REPLACEMENTS_FAILED);
         self.restore_max().await;
-        Outcome::Dropped(format!("{why}; rolled back {spot_id}, {} kept", self.req.on_demand))
+        Outcome::Dropped(format!("{why}; rolled back {spot_id}, {} kept", self.req.old))
     }
 }

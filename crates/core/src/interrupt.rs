@@ -1,0 +1,154 @@
+//! The interruption handler's work on one EventBridge event: an EC2 Spot interruption warning
+//! or rebalance recommendation for one of our Spot instances. It backs off the instance's pool
+//! and, on a warning, has the group start its replacement at once instead of after the
+//! instance dies: through TerminateInstanceInAutoScalingGroup without decrementing when the group
+//! has a termination lifecycle hook (so draining runs), else by detaching it without
+//! decrementing (load balancers drain it); the next scan terminates the detached instance, if
+//! EC2 has not reclaimed it first.
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, ANY_STATE};
+use crate::config::{Config, RebalanceAction};
+use crate::error::AwsError;
+use crate::launch::back_off;
+use crate::metrics::{self, Metrics};
+use crate::model::{Epoch, TAG_GROUP, TAG_REPLACES};
+use crate::policy::Mode;
+
+pub const WARNING: &str = "EC2 Spot Instance Interruption Warning";
+pub const REBALANCE: &str = "EC2 Instance Rebalance Recommendation";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Warning,
+    Rebalance,
+}
+
+/// The signal and instance id of an EventBridge event from `aws.ec2`, or why it is not one.
+pub fn parse(event: &Value) -> Result<(Signal, String), String> {
+    if event.get("source").and_then(Value::as_str) != Some("aws.ec2") {
+        return Err(format!("source is {}, not aws.ec2", event.get("source").unwrap_or(&Value::Null)));
+    }
+    let signal = match event.get("detail-type").and_then(Value::as_str) {
+        Some(WARNING) => Signal::Warning,
+        Some(REBALANCE) => Signal::Rebalance,
+        other => return Err(format!("detail-type {other:?} is neither {WARNING:?} nor {REBALANCE:?}")),
+    };
+    let id = event.pointer("/detail/instance-id").and_then(Value::as_str).unwrap_or_default();
+    let valid = id.strip_prefix("i-").is_some_and(|hex| {
+        (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if !valid {
+        return Err(format!("detail.instance-id {id:?} is not an EC2 instance id"));
+    }
+    Ok((signal, id.to_string()))
+}
+
+/// Handles one event. `Ok` says what was done (or why nothing was: every such case is final);
+/// `Err` is a failed AWS call, for Lambda to retry the event.
+pub async fn handle<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    metrics: &Metrics,
+    event: &Value,
+    now: Epoch,
+) -> Result<String, AwsError> {
+    let (signal, id) = match parse(event) {
+        Ok(parsed) => parsed,
+        Err(why) => return Ok(format!("ignored: {why}")),
+    };
+    if signal == Signal::Rebalance && config.rebalance == RebalanceAction::Ignore {
+        return Ok(format!("ignored: rebalance recommendation for {id} (REBALANCE_ACTION=ignore)"));
+    }
+    let Some(instance) = cloud.instances(&InstanceQuery::Ids(vec![id.clone()]), ANY_STATE).await?.pop() else {
+        return Ok(format!("ignored: instance {id} does not exist"));
+    };
+    let (Some(group_name), Some(_)) = (instance.tag(TAG_GROUP), instance.tag(TAG_REPLACES)) else {
+        return Ok(format!("ignored: {id} was not launched by asg-optimizer"));
+    };
+    if !instance.spot {
+        return Ok(format!("ignored: {id} is not a Spot instance"));
+    }
+    let Some(group) = cloud.groups(&GroupQuery::Named(vec![group_name.into()])).await?.pop() else {
+        return Ok(format!("ignored: group {group_name} of {id} does not exist"));
+    };
+    if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
+        return Ok(format!("ignored: group {group_name} is not opted in"));
+    }
+    let replace = signal == Signal::Warning || config.rebalance == RebalanceAction::Replace;
+    let az = instance.availability_zone.clone().unwrap_or_default();
+    let pool = format!("{}@{az}", instance.instance_type);
+    let (policy, _) = config.policy.for_group(&group.tags);
+    match policy.mode {
+        Mode::Enabled => {}
+        Mode::DryRun => {
+            let would = if replace { "back off its pool and hand it back to the group" } else { "back off its pool" };
+            info!(asg = %group.name, new = %id, pool = %pool, dry_run = true, "{signal:?} for {id}: would {would}");
+            return Ok(format!("dry-run: would {would}"));
+        }
+        Mode::Disabled => return Ok(format!("ignored: group {group_name} is disabled by tag")),
+    }
+
+    back_off(cloud, config, metrics, &group, &az, std::slice::from_ref(&instance.instance_type), now).await;
+    if !replace {
+        return Ok(format!("rebalance recommendation: pool {pool} backed off; {id} left running"));
+    }
+    let Some(member) = group.member(&id) else {
+        // Not attached yet: the swap in progress finds it gone and keeps the On-Demand instance.
+        return Ok(format!("pool {pool} backed off; {id} is not in {group_name}, nothing else to do"));
+    };
+    if member.lifecycle.starts_with("Terminating") || member.lifecycle.starts_with("Detaching") {
+        return Ok(format!("pool {pool} backed off; {id} is already {}", member.lifecycle));
+    }
+    // Desired capacity stays: the group launches a replacement from its own launch template now.
+    let done = if cloud.has_termination_hook(&group.name).await? {
+        cloud.terminate_in_group(&id, false).await?;
+        format!("{id} terminated through {group_name} (termination hook runs); the group replaces it now")
+    } else {
+        cloud.detach(&group.name, &id, false).await?;
+        format!("{id} detached from {group_name}; the group replaces it now and the next scan terminates it")
+    };
+    metrics.incr(metrics::INTERRUPTIONS_HANDLED);
+    warn!(asg = %group.name, new = %id, pool = %pool, signal = ?signal, "{done}");
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_are_read_or_refused() {
+        let event = |source: &str, detail_type: &str, id: Value| json!({"source": source, "detail-type": detail_type, "detail": {"instance-id": id, "instance-action": "terminate"}});
+        let cases = [
+            (event("aws.ec2", WARNING, json!("i-0123456789abcdef0")), Ok(Signal::Warning)),
+            (event("aws.ec2", REBALANCE, json!("i-0123456789abcdef0")), Ok(Signal::Rebalance)),
+            (event("aws.events", WARNING, json!("i-0123456789abcdef0")), Err("not aws.ec2")),
+            (event("aws.ec2", "EC2 Instance State-change Notification", json!("i-01234567")), Err("detail-type")),
+            (event("aws.ec2", WARNING, json!("sg-01234567")), Err("not an EC2 instance id")),
+            (event("aws.ec2", WARNING, json!(42)), Err("not an EC2 instance id")),
+            (json!({}), Err("not aws.ec2")),
+        ];
+        for (e, want) in cases {
+            match (parse(&e), want) {
+                (Ok((signal, id)), Ok(s)) => assert_eq!((signal, id.as_str()), (s, "i-0123456789abcdef0")),
+                (Err(why), Err(part)) => assert!(why.contains(part), "{why}"),
+                (got, want) => panic!("{e}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_events_parse() {
+        for (file, want) in
+            [("spot-interruption-warning.json", Signal::Warning), ("rebalance-recommendation.json", Signal::Rebalance)]
+        {
+            let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+            let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(parse(&event).unwrap().0, want, "{file}");
+        }
+    }
+}

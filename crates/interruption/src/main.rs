@@ -1,0 +1,10 @@
+use asg_core::config::Function;
+use asg_core::App;
+use lambda_runtime::{run, service_fn, tracing, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let app = App::from_env(Function::Interruption).await.inspect_err(|e| tracing::error!("configuration: {e}"))?;
+    run(service_fn(|event| interruption::handler(&app, event))).await
+}
