@@ -390,6 +390,12 @@ async fn the_sample_events_drive_each_handler() {
         let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, [id], "{file}");
     }
+    // The EventBridge samples name an instance that does not exist here: a final "ignored".
+    for file in ["spot-interruption-warning.json", "rebalance-recommendation.json"] {
+        let event: serde_json::Value = serde_json::from_str(&read(file)).expect(file);
+        let answer = p.interrupt(event).await.expect(file);
+        assert!(answer["outcome"].as_str().unwrap().contains("does not exist"), "{file}: {answer}");
+    }
 }
 
 #[tokio::test]
@@ -417,6 +423,20 @@ async fn the_function_binaries_run_the_pipeline_under_the_lambda_runtime_api_wir
     assert_eq!(emf_total(&b.creator.logs(), "spot-creator", "SpotInstancesLaunched"), 2.0);
     assert_eq!(emf_total(&b.swapper.logs(), "swapper", "ReplacementsCompleted"), 2.0);
     assert_eq!(emf_total(&b.swapper.logs(), "swapper", "ReplacementsFailed"), 0.0);
+
+    // The interruption handler, wired by the template too: a warning for one of the Spot
+    // instances takes it out of the group, which replaces it at once.
+    let victim = web.spot()[0].to_string();
+    let mut warning: serde_json::Value =
+        serde_json::from_str(include_str!("../../events/spot-interruption-warning.json")).unwrap();
+    warning["detail"]["instance-id"] = victim.clone().into();
+    let answer = p.interrupt(warning).await.expect("handled");
+    assert!(answer["outcome"].as_str().unwrap().contains("detached"), "{answer}");
+    let web = p.account.group("web").await;
+    assert!(!web.members.iter().any(|m| m.id == victim) && web.in_service() == 2, "{web:?}");
+    let b = p.binaries.as_ref().expect("binaries");
+    assert_eq!(emf_total(&b.interruption.logs(), "interruption", "InterruptionsHandled"), 1.0);
+    assert_eq!(emf_total(&b.interruption.logs(), "interruption", "PoolsBackedOff"), 1.0);
 }
 
 /// Checks every EMF document in a function's output and sums one metric over them.
@@ -498,4 +518,246 @@ async fn a_binary_without_its_configuration_refuses_to_start_and_says_why() {
     assert!(!out.status.success());
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("SPOT_CREATOR_QUEUE_URL"), "{text}");
+}
+
+/// AWS calls that change something, per function, leaving out reads.
+fn mutating_calls<C: Cloud + Clone>(p: &Pipeline<C>) -> Vec<String> {
+    let read = |op: &str| {
+        let name = op.split(':').nth(1).unwrap_or_default();
+        ["Describe", "Get", "List"].iter().any(|prefix| name.starts_with(prefix))
+    };
+    p.api_calls()
+        .into_iter()
+        .flat_map(|(f, calls)| calls.into_keys().filter(|op| !read(op)).map(move |op| format!("{f}: {op}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn spot_copies_come_from_diversified_compatible_pools_that_skip_empty_and_denied_ones() {
+    let (_moto, mut p, faults) =
+        start_faulty(&[("MAX_IN_FLIGHT_PERCENT", "100")], &[("web", 1, 2, 4, true), ("api", 1, 2, 4, true)]).await;
+    // m5.large pools are empty; "api" denies the m5a family.
+    faults.empty_types.lock().unwrap().insert("m5.large".into());
+    p.account.tag_group("api", "asg-optimiser:denied-types", "m5a*").await;
+    // One at a time in "web", so that each launch there sees what the previous one learnt.
+    p.account.tag_group("web", "asg-optimiser:max-in-flight", "1").await;
+
+    p.run_until_replaced(5).await;
+
+    let types = |names: Vec<String>| {
+        let cloud = p.creator.cloud.inner.clone();
+        async move { cloud.instance_types(&asg_core::cloud::TypeQuery::Named(names)).await.expect("types") }
+    };
+    let original = types(vec!["m5.large".into()]).await.pop().expect("m5.large is known");
+    let launches = faults.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 4, "one launch per On-Demand instance");
+    let mut seen = std::collections::BTreeSet::new();
+    for l in &launches {
+        assert_eq!(l.market, Market::Spot);
+        assert!(l.instance_types.len() > 3, "several pools offered: {:?}", l.instance_types);
+        // The original type comes first; in "web", once its pool in a zone came back empty, it
+        // is backed off there and no longer offered.
+        let group = l.tags.iter().find(|(k, _)| k == TAG_GROUP).map(|(_, v)| v.clone()).expect("group tag");
+        let first = seen.insert((group.clone(), l.subnet_id.clone()));
+        let offered = l.instance_types.iter().position(|t| t == "m5.large");
+        if group == "web" {
+            assert_eq!(offered, first.then_some(0), "{:?}", l.instance_types);
+        } else {
+            assert!(matches!(offered, Some(0) | None), "{:?}", l.instance_types);
+        }
+        let infos = types(l.instance_types.clone()).await;
+        for t in &infos {
+            assert!(t.spot && t.vcpus >= original.vcpus && t.memory_mib >= original.memory_mib, "{t:?}");
+            assert!(t.vcpus <= 2 * original.vcpus && t.memory_mib <= 2 * original.memory_mib, "{t:?}");
+            assert!(!t.burstable && t.architectures.contains(&"x86_64".to_string()), "{t:?}");
+        }
+    }
+    for g in ["web", "api"] {
+        let group = p.account.group(g).await;
+        for spot in group.spot() {
+            let view = p.account.instance(spot).await;
+            assert_ne!(view.instance_type, "m5.large", "the empty pool was not used");
+            assert_eq!(view.tags[TAG_POOL], format!("{}@{}", view.instance_type, view.az), "pool recorded");
+            if g == "api" {
+                assert!(!view.instance_type.starts_with("m5a"), "denied by the group's policy: {}", view.instance_type);
+            }
+        }
+        // The empty pool is backed off in the group's tags, per zone it was tried in.
+        let tags = p.account.group_tags(g).await;
+        let backoffs: Vec<_> = tags.iter().filter(|(k, _)| k.starts_with(TAG_BACKOFF_PREFIX)).collect();
+        assert!(!backoffs.is_empty() && backoffs.iter().all(|(_, v)| v.starts_with("m5.large=")), "{tags:?}");
+    }
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+#[tokio::test]
+async fn no_capacity_in_any_pool_backs_the_zone_off_and_the_scanner_says_so() {
+    // RETRY_AFTER_FAILURE_SECONDS=0: only the backoff keeps the instance from being retried.
+    let (_moto, mut p, faults) = start_faulty(&[("RETRY_AFTER_FAILURE_SECONDS", "0")], &[("web", 1, 1, 2, true)]).await;
+    faults.no_capacity.store(true, Ordering::SeqCst);
+    let before = p.account.group("web").await;
+    let od = before.members[0].id.clone();
+    let az = p.account.instance(&od).await.az;
+
+    let first = p.round().await;
+    assert_eq!(first.enqueued, 1);
+    let tags = p.account.group_tags("web").await;
+    assert!(tags[&format!("{TAG_BACKOFF_PREFIX}{az}")].starts_with("*="), "{tags:?}");
+
+    faults.no_capacity.store(false, Ordering::SeqCst);
+    let second = p.round().await;
+    assert_eq!((second.enqueued, second.held_back, second.pools_backed_off), (0, 1, 1), "{second:?}");
+    assert!(second.notes.iter().any(|n| n.contains("backed off")), "{:?}", second.notes);
+    assert_eq!(p.account.group("web").await, before, "the On-Demand instance stays");
+    assert_eq!(faults.launches.lock().unwrap().len(), 1, "no launch while the zone is backed off");
+}
+
+#[tokio::test]
+async fn an_interruption_warning_hands_the_spot_instance_back_and_capacity_returns_before_it_dies() {
+    let (_moto, mut p) =
+        start(&[("MAX_IN_FLIGHT_PERCENT", "100")], &[("web", 1, 2, 4, true), ("hooked", 1, 2, 4, true)]).await;
+    p.account
+        .asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("hooked")
+        .lifecycle_hook_name("drain")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .send()
+        .await
+        .expect("hook");
+    p.run_until_replaced(5).await;
+    let warning = |id: &str| {
+        let mut e: serde_json::Value =
+            serde_json::from_str(include_str!("../../events/spot-interruption-warning.json")).unwrap();
+        e["detail"]["instance-id"] = id.into();
+        e
+    };
+
+    // Not ours, or not there: nothing changes.
+    let od_elsewhere = launch_spot(&p, &[("Name", "someone else's")]).await;
+    let before = (p.account.groups().await, p.account.instances().await);
+    for id in [od_elsewhere.as_str(), "i-0123456789abcdef0"] {
+        let answer = p.interrupt(warning(id)).await.expect("handled");
+        assert!(answer["outcome"].as_str().unwrap().starts_with("ignored"), "{answer}");
+    }
+    let garbage =
+        serde_json::json!({"source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning", "detail": {}});
+    assert!(p.interrupt(garbage).await.expect("handled")["outcome"].as_str().unwrap().starts_with("ignored"));
+    assert_eq!((p.account.groups().await, p.account.instances().await), before);
+    let interruption: Vec<_> = mutating_calls(&p).into_iter().filter(|c| c.starts_with("interruption")).collect();
+    assert!(interruption.is_empty(), "{interruption:?}");
+
+    // A rebalance recommendation (default action): pool backed off, instance stays.
+    let web = p.account.group("web").await;
+    let victim = web.spot()[0].to_string();
+    let view = p.account.instance(&victim).await;
+    let mut rebalance: serde_json::Value =
+        serde_json::from_str(include_str!("../../events/rebalance-recommendation.json")).unwrap();
+    rebalance["detail"]["instance-id"] = victim.clone().into();
+    p.interrupt(rebalance).await.expect("handled");
+    assert!(p.account.group("web").await.members.iter().any(|m| m.id == victim));
+    let backoff = p.account.group_tags("web").await[&format!("{TAG_BACKOFF_PREFIX}{}", view.az)].clone();
+    assert!(backoff.starts_with(&format!("{}=", view.instance_type)), "{backoff}");
+
+    // The warning: out of the group at once, replaced by the group while still running.
+    let answer = p.interrupt(warning(&victim)).await.expect("handled");
+    assert!(answer["outcome"].as_str().unwrap().contains("detached"), "{answer}");
+    let web = p.account.group("web").await;
+    assert!(!web.members.iter().any(|m| m.id == victim), "{web:?}");
+    assert_eq!(p.account.instance(&victim).await.state, "running", "it has not died yet");
+    assert_eq!(web.in_service(), web.desired as usize, "capacity is back before the instance dies");
+    assert_eq!(web.on_demand().len(), 1, "the group launched its own On-Demand replacement");
+    let survivors: Vec<String> = web.spot().iter().map(|s| s.to_string()).collect();
+    // A duplicate delivery of the same warning changes nothing more.
+    p.interrupt(warning(&victim)).await.expect("handled");
+    assert_eq!(p.account.group("web").await, web);
+
+    // With a termination hook, through the group so that the hook (draining) runs.
+    let hooked = p.account.group("hooked").await;
+    let answer = p.interrupt(warning(hooked.spot()[0])).await.expect("handled");
+    assert!(answer["outcome"].as_str().unwrap().contains("termination hook"), "{answer}");
+    let calls = p.interruption.calls.snapshot();
+    assert_eq!(calls.get("autoscaling:TerminateInstanceInAutoScalingGroup"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("autoscaling:DetachInstances"), Some(&1), "{calls:?}");
+    let hooked = p.account.group("hooked").await;
+    assert_eq!(hooked.in_service(), hooked.desired as usize);
+
+    // The next scan terminates the detached instance; later rounds put Spot back, avoiding the
+    // backed-off pool in its zone.
+    let summary = p.scan().await;
+    assert_eq!(summary.cleaned_up, 1, "{summary:?}");
+    assert!(matches!(p.account.instance(&victim).await.state.as_str(), "terminated" | "shutting-down"));
+    p.run_until_replaced(5).await;
+    for g in ["web", "hooked"] {
+        let group = p.account.group(g).await;
+        assert_eq!(group.spot().len(), 2, "{group:?}");
+    }
+    let web = p.account.group("web").await;
+    for spot in web.spot().into_iter().filter(|s| !survivors.iter().any(|v| v == s)) {
+        let v = p.account.instance(spot).await;
+        assert!(v.az != view.az || v.instance_type != view.instance_type, "the interrupted pool was avoided: {v:?}");
+    }
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+#[tokio::test]
+async fn dry_run_logs_every_decision_and_makes_no_mutating_call_at_all() {
+    let (_moto, mut p) = start(&[("DRY_RUN", "true")], &[("web", 1, 3, 4, true)]).await;
+    // A leftover copy of ours that a normal scan would terminate as an orphan.
+    let orphan = launch_spot(&p, &[(TAG_GROUP, "web"), (TAG_REPLACES, "i-0000000000000dead")]).await;
+    let creator_calls = p.creator.calls.snapshot();
+    let before = (p.account.groups().await, p.account.instances().await);
+
+    let summary = p.round().await;
+    let again = p.round().await;
+
+    assert_eq!((summary.dry_run_groups, summary.enqueued, summary.cleaned_up), (1, 0, 0), "{summary:?}");
+    assert_eq!(summary.per_group[0].candidates.len(), 1, "what it would replace is reported");
+    assert!(summary.notes.iter().any(|n| n.contains("would terminate orphan")), "{:?}", summary.notes);
+    assert_eq!(again.per_group[0].candidates, summary.per_group[0].candidates);
+    assert_eq!((p.account.groups().await, p.account.instances().await), before, "nothing changed");
+    assert_eq!(p.account.instance(&orphan).await.state, "running");
+    assert_eq!(p.creator.calls.snapshot(), creator_calls, "nothing was enqueued");
+    // The launch of the leftover above went through the spot-creator's adapter: discount it.
+    let mutating: Vec<_> =
+        mutating_calls(&p).into_iter().filter(|c| !c.starts_with("spot-creator: ec2:CreateFleet")).collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+
+    // A group tag turns one group on while the default stays dry-run.
+    p.account.tag_group("web", "asg-optimiser:mode", "enabled").await;
+    assert_eq!(p.scan().await.enqueued, 1);
+}
+
+#[tokio::test]
+async fn the_on_demand_floor_holds_both_ways_through_the_same_safe_swap() {
+    let (_moto, mut p) = start(&[("MAX_IN_FLIGHT_PERCENT", "100")], &[("web", 1, 4, 6, true)]).await;
+    p.account.tag_group("web", "asg-optimiser:min-on-demand", "2").await;
+
+    p.run_until_settled(6).await;
+    let web = p.account.group("web").await;
+    assert_eq!((web.on_demand().len(), web.spot().len()), (2, 2), "{web:?}");
+
+    // The minimum is raised (as a percentage, the larger wins): Spot goes back to On-Demand.
+    p.account.tag_group("web", "asg-optimiser:min-on-demand-percent", "75").await;
+    p.run_until_settled(6).await;
+    let after = p.account.group("web").await;
+    assert_eq!((after.on_demand().len(), after.spot().len()), (3, 1), "{after:?}");
+    assert_eq!((after.desired, after.min, after.max), (web.desired, web.min, web.max));
+    let new_od: Vec<_> = after.on_demand().into_iter().filter(|id| !web.on_demand().contains(id)).collect();
+    assert_eq!(new_od.len(), 1);
+    let view = p.account.instance(new_od[0]).await;
+    assert!(web.spot().contains(&view.tags[TAG_REPLACES].as_str()), "an On-Demand copy of a Spot member");
+    assert!(matches!(
+        p.account.instance(&view.tags[TAG_REPLACES]).await.state.as_str(),
+        "terminated" | "shutting-down"
+    ));
+
+    // An invalid value is reported and the default (no floor) applies to this group only.
+    p.account.tag_group("web", "asg-optimiser:min-on-demand-percent", "lots").await;
+    p.account.tag_group("web", "asg-optimiser:min-on-demand", "-1").await;
+    let summary = p.scan().await;
+    assert_eq!(summary.per_group[0].on_demand_floor, 0);
+    assert_eq!(summary.notes.iter().filter(|n| n.contains("using the default")).count(), 2, "{:?}", summary.notes);
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+    assert_eq!(p.account.depth(&p.account.spot_dlq).await + p.account.depth(&p.account.swap_dlq).await, 0);
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
-/// Scanner: On-Demand instances enqueued for replacement.
+/// Scanner: instances enqueued for replacement (by Spot, or by On-Demand for the floor).
 pub const REPLACEMENTS_STARTED: &str = "ReplacementsStarted";
 /// Swapper: On-Demand instances retired after their Spot copy went InService.
 pub const REPLACEMENTS_COMPLETED: &str = "ReplacementsCompleted";
@@ -22,8 +22,8 @@ pub const ON_DEMAND_LAUNCHED: &str = "OnDemandInstancesLaunched";
 pub const POOLS_BACKED_OFF: &str = "PoolsBackedOff";
 /// Interruption handler: our Spot instances handed back to their group ahead of an interruption.
 pub const INTERRUPTIONS_HANDLED: &str = "InterruptionsHandled";
-/// Scanner: Spot instances enqueued to be replaced by On-Demand ones (the On-Demand floor).
-pub const FLOOR_REPLACEMENTS_STARTED: &str = "FloorReplacementsStarted";
+/// Scanner: On-Demand instances left alone because every compatible Spot pool is backed off.
+pub const ON_DEMAND_HELD_BACK: &str = "OnDemandHeldBack";
 /// Scanner: orphaned Spot instances terminated.
 pub const ORPHANS_CLEANED: &str = "OrphansCleaned";
 /// Scanner: Spot instances of ours serving in opted-in groups.

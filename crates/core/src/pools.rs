@@ -55,8 +55,9 @@ pub fn vcpu_range(original: &TypeInfo, factor: f64) -> std::ops::RangeInclusive<
     original.vcpus..=((original.vcpus as f64 * factor).floor() as i32).max(original.vcpus)
 }
 
-/// The types that can run what `original` runs, closest first (current generation before
-/// previous, then fewest vCPUs and least memory), at most [`MAX_OVERRIDES`]:
+/// The types that can run what `original` runs, closest first (the original type itself, then
+/// current generation before previous, then fewest vCPUs and least memory), at most
+/// [`MAX_OVERRIDES`]:
 /// same architecture, Spot supported, at least the vCPUs and memory and at most `factor` times
 /// them, burstable only if the original is, instance storage if the original has it (Nitro
 /// types expose their NVMe instance store whether or not the launch template maps it, so the
@@ -80,9 +81,9 @@ pub fn compatible(original: &TypeInfo, catalog: &[TypeInfo], factor: f64) -> Vec
         })
         .collect();
     fits.sort_by(|a, b| {
-        (!a.current_generation, a.name != original.name, a.vcpus, a.memory_mib, &a.name).cmp(&(
-            !b.current_generation,
+        (a.name != original.name, !a.current_generation, a.vcpus, a.memory_mib, &a.name).cmp(&(
             b.name != original.name,
+            !b.current_generation,
             b.vcpus,
             b.memory_mib,
             &b.name,
@@ -248,9 +249,12 @@ mod tests {
         };
         let catalog = vec![xen(t("m4.large", 2, 8)), t("m5.large", 2, 8)];
         assert_eq!(compatible(&xen(t("m4.large", 2, 8)), &catalog, 2.0), ["m4.large"]);
-        // Never more than MAX_OVERRIDES.
-        let many: Vec<TypeInfo> = (0..40).map(|n| t(&format!("x{n:02}.large"), 2, 8)).collect();
-        assert_eq!(compatible(&t("x00.large", 2, 8), &many, 2.0).len(), MAX_OVERRIDES);
+        // Never more than MAX_OVERRIDES, and the original type is kept whatever its generation.
+        let mut many: Vec<TypeInfo> = (0..40).map(|n| t(&format!("x{n:02}.large"), 2, 8)).collect();
+        let old = TypeInfo { current_generation: false, ..t("x99.large", 2, 8) };
+        many.push(old.clone());
+        let chosen = compatible(&old, &many, 2.0);
+        assert_eq!((chosen.len(), chosen[0].as_str()), (MAX_OVERRIDES, "x99.large"));
         assert_eq!(vcpu_range(&original, 2.0), 2..=4);
         assert_eq!(vcpu_range(&t("x", 3, 1), 1.5), 3..=4);
     }

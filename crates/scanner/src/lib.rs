@@ -24,6 +24,7 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
     m.add(metrics::ORPHANS_CLEANED, summary.cleaned_up as f64);
     m.add(metrics::SCAN_ERRORS, summary.errors.len() as f64);
     m.add(metrics::SPOT_INSTANCES_MANAGED, summary.spot_managed as f64);
+    m.add(metrics::ON_DEMAND_HELD_BACK, summary.held_back as f64);
     if let Some(s) = &summary.savings {
         m.set(metrics::ESTIMATED_HOURLY_SAVINGS, s.usd_per_hour, Unit::None);
     }
@@ -34,7 +35,11 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
         event_id,
         groups = summary.groups,
         candidates = summary.candidates,
+        to_on_demand = summary.to_on_demand,
         enqueued = summary.enqueued,
+        dry_run_groups = summary.dry_run_groups,
+        pools_backed_off = summary.pools_backed_off,
+        held_back = summary.held_back,
         in_flight = summary.in_flight,
         cleaned_up = summary.cleaned_up,
         resumed = summary.resumed,
