@@ -28,7 +28,7 @@ bench: $(VENV)/.dev build
 validate: $(VENV)/.deploy
 	$(VENV)/bin/sam validate --lint --region us-east-1
 
-## sam build: the three bootstrap binaries for arm64 with cargo-lambda (into .aws-sam/).
+## sam build: the four bootstrap binaries for arm64 with cargo-lambda (into .aws-sam/).
 build: $(VENV)/.deploy
 	rustup target add aarch64-unknown-linux-gnu
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build --beta-features
