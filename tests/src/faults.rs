@@ -64,6 +64,9 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn instance_types(&self, query: &TypeQuery) -> Result<Vec<TypeInfo>> {
         self.inner.instance_types(query).await
     }
+    async fn template_instance_type(&self, id: &str, version: &str) -> Result<Option<String>> {
+        self.inner.template_instance_type(id, version).await
+    }
     async fn has_termination_hook(&self, group: &str) -> Result<bool> {
         self.inner.has_termination_hook(group).await
     }

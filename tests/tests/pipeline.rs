@@ -671,6 +671,7 @@ async fn an_interruption_warning_hands_the_spot_instance_back_and_capacity_retur
     // A duplicate delivery of the same warning changes nothing more.
     p.interrupt(warning(&victim)).await.expect("handled");
     assert_eq!(p.account.group("web").await, web);
+    assert_eq!(p.account.instance(&victim).await.state, "running", "left to drain, not cut short");
 
     // With a termination hook, through the group so that the hook (draining) runs.
     let hooked = p.account.group("hooked").await;
@@ -760,4 +761,32 @@ async fn the_on_demand_floor_holds_both_ways_through_the_same_safe_swap() {
     assert_eq!(summary.notes.iter().filter(|n| n.contains("using the default")).count(), 2, "{:?}", summary.notes);
     assert!(p.violations.is_empty(), "{:#?}", p.violations);
     assert_eq!(p.account.depth(&p.account.spot_dlq).await + p.account.depth(&p.account.swap_dlq).await, 0);
+}
+
+#[tokio::test]
+async fn an_interruption_warning_for_a_copy_not_yet_attached_undoes_that_swap() {
+    let (_moto, mut p, faults) = start_faulty(
+        &[("READY_DEADLINE_SECONDS", "600"), ("ORPHAN_DEADLINE_SECONDS", "1200")],
+        &[("web", 1, 2, 4, true)],
+    )
+    .await;
+    faults.never_ready.store(true, Ordering::SeqCst);
+    let before = p.account.group("web").await;
+    p.scan().await;
+    p.drain(Consumer::SpotCreator, Duration::from_secs(30)).await;
+    p.poll(Consumer::Swapper).await; // waiting for status checks: re-sent with a delay
+    let copy = p.account.spot_ids().await.into_keys().next().expect("a copy was launched");
+
+    let mut warning: serde_json::Value =
+        serde_json::from_str(include_str!("../../events/spot-interruption-warning.json")).unwrap();
+    warning["detail"]["instance-id"] = copy.clone().into();
+    let answer = p.interrupt(warning).await.expect("handled");
+    assert!(answer["outcome"].as_str().unwrap().contains("not attached yet"), "{answer}");
+    assert!(matches!(p.account.instance(&copy).await.state.as_str(), "terminated" | "shutting-down"));
+
+    // The swapper, now seeing checks pass, still cannot attach it: the group is as it was.
+    faults.never_ready.store(false, Ordering::SeqCst);
+    p.drain(Consumer::Swapper, Duration::from_secs(30)).await;
+    assert_eq!(p.account.group("web").await, before);
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
 }

@@ -474,6 +474,22 @@ impl Cloud for AwsCloud {
         Ok(types)
     }
 
+    async fn template_instance_type(&self, id: &str, version: &str) -> Result<Option<String>> {
+        let out = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(id)
+            .versions(version)
+            .send()
+            .await
+            .map_err(err("ec2:DescribeLaunchTemplateVersions"))?;
+        Ok(out
+            .launch_template_versions()
+            .iter()
+            .find_map(|v| v.launch_template_data()?.instance_type())
+            .map(|t| t.as_str().to_string()))
+    }
+
     async fn has_termination_hook(&self, group: &str) -> Result<bool> {
         let out = self
             .asg
@@ -541,7 +557,10 @@ impl Cloud for AwsCloud {
             Ok(out) => out,
             Err(e) => {
                 let e = err("ec2:CreateFleet")(e);
-                if e.transient {
+                // The token was used by a launch with other parameters (a pool backed off or a
+                // tag changed between two deliveries): that launch's copy is found by its tags
+                // when the message comes back.
+                if e.transient || e.code() == "IdempotentParameterMismatch" {
                     return Err(e);
                 }
                 return Ok(launch_failure(e.code(), e.message.as_deref().unwrap_or_default()));

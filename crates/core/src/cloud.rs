@@ -80,6 +80,8 @@ pub trait Cloud: Send + Sync {
     /// DescribeInstanceTypes. The adapter caches answers for the life of the process: the
     /// catalog changes when AWS launches a type, not between two invocations.
     fn instance_types(&self, query: &TypeQuery) -> impl Future<Output = Result<Vec<TypeInfo>>> + Send;
+    /// DescribeLaunchTemplateVersions: the instance type the template version names, if any.
+    fn template_instance_type(&self, id: &str, version: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// DescribeLifecycleHooks: whether the group has a termination hook (draining).
     fn has_termination_hook(&self, group: &str) -> impl Future<Output = Result<bool>> + Send;
 

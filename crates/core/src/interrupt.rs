@@ -4,7 +4,9 @@
 //! instance dies: through TerminateInstanceInAutoScalingGroup without decrementing when the group
 //! has a termination lifecycle hook (so draining runs), else by detaching it without
 //! decrementing (load balancers drain it); the next scan terminates the detached instance, if
-//! EC2 has not reclaimed it first.
+//! EC2 has not reclaimed it first. A copy whose swap is not finished is undone instead: if not
+//! attached yet it is terminated, if attached while the instance it replaces is still there it
+//! is terminated through the group, decrementing, so the group ends as it began.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -95,20 +97,39 @@ pub async fn handle<C: Cloud>(
     if !replace {
         return Ok(format!("rebalance recommendation: pool {pool} backed off; {id} left running"));
     }
-    let Some(member) = group.member(&id) else {
-        // Not attached yet: the swap in progress finds it gone and keeps the On-Demand instance.
-        return Ok(format!("pool {pool} backed off; {id} is not in {group_name}, nothing else to do"));
-    };
-    if member.lifecycle.starts_with("Terminating") || member.lifecycle.starts_with("Detaching") {
-        return Ok(format!("pool {pool} backed off; {id} is already {}", member.lifecycle));
+    if !instance.is_live() {
+        return Ok(format!("pool {pool} backed off; {id} is already {}", instance.state));
     }
-    // Desired capacity stays: the group launches a replacement from its own launch template now.
-    let done = if cloud.has_termination_hook(&group.name).await? {
-        cloud.terminate_in_group(&id, false).await?;
-        format!("{id} terminated through {group_name} (termination hook runs); the group replaces it now")
-    } else {
-        cloud.detach(&group.name, &id, false).await?;
-        format!("{id} detached from {group_name}; the group replaces it now and the next scan terminates it")
+    let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
+    let swap_unfinished = group.member(replaced).is_some_and(|m| !m.lifecycle.starts_with("Terminating"));
+    let done = match group.member(&id) {
+        // Launched but not attached yet: terminate it now, so the swapper cannot attach an
+        // instance about to be reclaimed; the instance it was to replace stays.
+        None if swap_unfinished => {
+            cloud.terminate(std::slice::from_ref(&id)).await?;
+            format!("{id} was not attached yet: terminated, {replaced} kept")
+        }
+        // Handed back already (a duplicate event): left to drain; the next scan terminates it.
+        None => return Ok(format!("pool {pool} backed off; {id} is not in {group_name} any more")),
+        Some(m) if m.lifecycle.starts_with("Terminating") || m.lifecycle.starts_with("Detaching") => {
+            return Ok(format!("pool {pool} backed off; {id} is already {}", m.lifecycle));
+        }
+        // Attached while the instance it replaces is still there: undo the attach, as the
+        // swapper's roll-back does, so desired capacity ends where it began.
+        Some(_) if swap_unfinished => {
+            let decrement = group.desired - 1 >= group.min;
+            cloud.terminate_in_group(&id, decrement).await?;
+            format!("{id} was attached but its swap unfinished: rolled back, {replaced} kept")
+        }
+        // Desired capacity stays: the group launches a replacement from its launch template now.
+        Some(_) if cloud.has_termination_hook(&group.name).await? => {
+            cloud.terminate_in_group(&id, false).await?;
+            format!("{id} terminated through {group_name} (termination hook runs); the group replaces it now")
+        }
+        Some(_) => {
+            cloud.detach(&group.name, &id, false).await?;
+            format!("{id} detached from {group_name}; the group replaces it now and the next scan terminates it")
+        }
     };
     metrics.incr(metrics::INTERRUPTIONS_HANDLED);
     warn!(asg = %group.name, new = %id, pool = %pool, signal = ?signal, "{done}");

@@ -19,17 +19,15 @@ use crate::model::{
 use crate::policy::{Mode, Policy};
 use crate::pools::{self, Backoffs, ALL_POOLS};
 
-/// EC2 allows 50 tags per resource; one is kept free for [`TAG_POOL`], set after launch.
-const MAX_TAGS: usize = 49;
+/// EC2 allows 50 tags per resource; two are kept free for [`TAG_POOL`] and [`TAG_LAUNCHED_AT`],
+/// set after launch (they are not known before, or would differ between two deliveries of one
+/// message, and a ClientToken reused with other parameters is refused).
+const MAX_TAGS: usize = 48;
 
-/// Tags for the copy: ours first (they must never be crowded out), then the replaced
+/// Tags for the copy at launch: ours first (they must never be crowded out), then the replaced
 /// instance's own tags as far as the limit allows.
-pub fn copy_tags(old: &Instance, group: &str, now: Epoch) -> (Vec<(String, String)>, usize) {
-    let mut tags = vec![
-        (TAG_GROUP.to_string(), group.to_string()),
-        (TAG_REPLACES.to_string(), old.id.clone()),
-        (TAG_LAUNCHED_AT.to_string(), rfc3339(now)),
-    ];
+pub fn copy_tags(old: &Instance, group: &str) -> (Vec<(String, String)>, usize) {
+    let mut tags = vec![(TAG_GROUP.to_string(), group.to_string()), (TAG_REPLACES.to_string(), old.id.clone())];
     let copyable: Vec<_> = old.copyable_tags().collect();
     let room = MAX_TAGS - tags.len();
     tags.extend(copyable.iter().take(room).map(|(k, v)| (k.to_string(), v.to_string())));
@@ -73,6 +71,25 @@ pub async fn create_spot<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics
 async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &SpotRequest, now: Epoch) -> Outcome {
     let (group_name, old_id, market) = (req.group.as_str(), req.replace.as_str(), req.market);
 
+    let group = match cloud.groups(&GroupQuery::Named(vec![group_name.into()])).await {
+        Ok(groups) => match groups.into_iter().find(|g| g.name == group_name) {
+            Some(g) => g,
+            None => return Outcome::Rejected(format!("group {group_name} does not exist")),
+        },
+        Err(e) => return on_error("could not describe the group", e),
+    };
+
+    // The fresh check: everything the scanner saw must still hold.
+    if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
+        return Outcome::Dropped(format!(
+            "group {group_name} is not opted in ({}={})",
+            config.opt_in_key, config.opt_in_value
+        ));
+    }
+    let (policy, _) = config.policy.for_group(&group.tags);
+    if let Some(outcome) = paused(&policy, group_name, &format!("launch a {} copy of {old_id}", market.as_str())) {
+        return outcome;
+    }
     // A redelivered message finds the copy it launched before and only re-sends the swap.
     let existing = match cloud
         .instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: Some(old_id.into()) }, LIVE)
@@ -97,25 +114,6 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         },
         Err(e) => return on_error("could not describe the instance to replace", e),
     };
-    let group = match cloud.groups(&GroupQuery::Named(vec![group_name.into()])).await {
-        Ok(groups) => match groups.into_iter().find(|g| g.name == group_name) {
-            Some(g) => g,
-            None => return Outcome::Rejected(format!("group {group_name} does not exist")),
-        },
-        Err(e) => return on_error("could not describe the group", e),
-    };
-
-    // The fresh check: everything the scanner saw must still hold.
-    if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
-        return Outcome::Dropped(format!(
-            "group {group_name} is not opted in ({}={})",
-            config.opt_in_key, config.opt_in_value
-        ));
-    }
-    let (policy, _) = config.policy.for_group(&group.tags);
-    if let Some(outcome) = paused(&policy, group_name, &format!("launch a {} copy of {old_id}", market.as_str())) {
-        return outcome;
-    }
     if let Some(why) = group.unsupported() {
         return Outcome::Dropped(format!("group {group_name} {why}"));
     }
@@ -154,8 +152,12 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     }
 
     let instance_types = match market {
-        // The floor: the same type the group runs, bought On-Demand.
-        Market::OnDemand => vec![old.instance_type.clone()],
+        // The floor: what the group itself would launch (the Spot instance may be of a larger
+        // compatible type), else the Spot instance's own type.
+        Market::OnDemand => match cloud.template_instance_type(&template_id, &template_version).await {
+            Ok(t) => vec![t.unwrap_or_else(|| old.instance_type.clone())],
+            Err(e) => return on_error("could not read the launch template", e),
+        },
         Market::Spot => match spot_choices(cloud, config, &policy, &group, &old, &az, now).await {
             Ok(Ok(types)) => types,
             Ok(Err(why)) => {
@@ -167,7 +169,7 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         },
     };
 
-    let (tags, dropped_tags) = copy_tags(&old, group_name, now);
+    let (tags, dropped_tags) = copy_tags(&old, group_name);
     if dropped_tags > 0 {
         warn!(asg = %group_name, old = %old_id, dropped_tags, "instance has too many tags; some were not copied");
     }
@@ -186,9 +188,9 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             metrics.incr(if market.is_spot() { metrics::SPOT_LAUNCHED } else { metrics::ON_DEMAND_LAUNCHED });
             let pool = format!("{instance_type}@{az}");
             info!(asg = %group_name, old = %old_id, new = %instance_id, pool = %pool, market = market.as_str(), "copy launched");
-            let tags = BTreeMap::from([(TAG_POOL.to_string(), pool)]);
+            let tags = BTreeMap::from([(TAG_POOL.to_string(), pool), (TAG_LAUNCHED_AT.to_string(), rfc3339(now))]);
             if let Err(e) = cloud.tag_instances(std::slice::from_ref(&instance_id), &tags).await {
-                // Its type and zone say the same; the tag is for people and filters.
+                // Its type, zone and LaunchTime say the same; the tags are for people and filters.
                 warn!(new = %instance_id, error = %e, "could not tag the copy with its pool");
             }
             if !empty_pools.is_empty() {
@@ -224,19 +226,10 @@ async fn spot_choices<C: Cloud>(
     az: &str,
     now: Epoch,
 ) -> Result<Result<Vec<String>, String>, AwsError> {
-    let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![old.instance_type.clone()])).await?.pop() else {
+    let Some(compatible) = compatible_with(cloud, &old.instance_type, config.max_size_factor).await? else {
         return Ok(Err(format!("instance type {} is unknown to DescribeInstanceTypes", old.instance_type)));
     };
-    let catalog = cloud
-        .instance_types(&TypeQuery::SpotCapable {
-            architecture: original.architecture().to_string(),
-            vcpus: pools::vcpu_range(&original, config.max_size_factor),
-        })
-        .await?;
-    let compatible: Vec<String> = pools::compatible(&original, &catalog, config.max_size_factor)
-        .into_iter()
-        .filter(|t| policy.allows(t))
-        .collect();
+    let compatible: Vec<String> = compatible.into_iter().filter(|t| policy.allows(t)).collect();
     if compatible.is_empty() {
         return Ok(Err(format!("no Spot type compatible with {} is allowed by the group's policy", old.instance_type)));
     }
@@ -252,6 +245,25 @@ async fn spot_choices<C: Cloud>(
         )));
     }
     Ok(Ok(usable))
+}
+
+/// The Spot types that can stand in for `instance_type` (see [`pools::compatible`]), from two
+/// DescribeInstanceTypes the adapter caches; `None` if EC2 does not know the type.
+pub(crate) async fn compatible_with<C: Cloud>(
+    cloud: &C,
+    instance_type: &str,
+    factor: f64,
+) -> Result<Option<Vec<String>>, AwsError> {
+    let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![instance_type.to_string()])).await?.pop() else {
+        return Ok(None);
+    };
+    let catalog = cloud
+        .instance_types(&TypeQuery::SpotCapable {
+            architecture: original.architecture().to_string(),
+            vcpus: pools::vcpu_range(&original, factor),
+        })
+        .await?;
+    Ok(Some(pools::compatible(&original, &catalog, factor)))
 }
 
 /// Back off these pools of `group` in `az` for the configured time, in the group's tag (read
@@ -313,12 +325,11 @@ mod tests {
         for n in 0..60 {
             od.tags.insert(format!("t{n:02}"), "v".into());
         }
-        let (tags, dropped) = copy_tags(&od, "web", 0);
-        assert_eq!(tags.len(), 49);
+        let (tags, dropped) = copy_tags(&od, "web");
+        assert_eq!(tags.len(), 48);
         assert_eq!(dropped, 14);
         assert_eq!(tags[0], (TAG_GROUP.to_string(), "web".to_string()));
         assert_eq!(tags[1], (TAG_REPLACES.to_string(), "i-00000001".to_string()));
-        assert_eq!(tags[2], (TAG_LAUNCHED_AT.to_string(), "1970-01-01T00:00:00Z".to_string()));
         assert!(tags.iter().all(|(k, _)| !k.starts_with("aws:") && k != TAG_HOLD));
     }
 }

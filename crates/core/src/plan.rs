@@ -105,13 +105,15 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
         plan.groups.push(plan_group(g, &details, &replacing, input));
     }
     // Dry-run groups change nothing at all, leftovers included: say what would happen instead.
-    let dry_run: BTreeSet<&str> =
-        plan.groups.iter().filter(|g| g.mode == Mode::DryRun).map(|g| g.name.as_str()).collect();
+    // A group that is not opted in (any more) has no tags of ours to go by: the default decides.
+    let modes: BTreeMap<&str, Mode> = plan.groups.iter().map(|g| (g.name.as_str(), g.mode)).collect();
+    let default_dry = input.defaults.mode == Mode::DryRun;
+    let is_dry = |group: &str| modes.get(group).map_or(default_dry, |m| *m == Mode::DryRun);
     for g in &input.opted_in {
         let (backoffs, _) = Backoffs::from_tags(&g.tags);
         let stale: Vec<String> =
             backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
-        if !stale.is_empty() && !dry_run.contains(g.name.as_str()) {
+        if !stale.is_empty() && !is_dry(&g.name) {
             plan.stale_backoffs.push((g.name.clone(), stale));
         }
     }
@@ -123,7 +125,7 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
                 .get(attached_to)
                 .is_some_and(|g| g.member(old).is_some_and(|m| !m.lifecycle.starts_with("Terminating")));
             if attached_to == group && old_still_there && now - s.launch_time > input.orphan_deadline {
-                if dry_run.contains(group) {
+                if is_dry(group) {
                     plan.notes.push(format!("dry-run: would resume the stalled swap of {old} for {}", s.id));
                 } else {
                     plan.stalled.push(SwapRequest::new(group, old, &s.id, Market::of(s)));
@@ -145,7 +147,7 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
             None
         };
         if let Some(reason) = reason {
-            if dry_run.contains(group) {
+            if is_dry(group) {
                 plan.notes.push(format!("dry-run: would terminate orphan {} ({reason})", s.id));
             } else {
                 plan.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason });
@@ -158,7 +160,7 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
             continue;
         }
         match max_repair(g) {
-            Ok(Some(_)) if dry_run.contains(g.name.as_str()) => {
+            Ok(Some(_)) if is_dry(&g.name) => {
                 plan.notes.push(format!("dry-run: would restore the MaxSize of {}", g.name))
             }
             Ok(Some(repair)) => plan.repairs.push(repair),
@@ -183,17 +185,11 @@ fn plan_group(
         name: g.name.clone(),
         mode: policy.mode,
         desired: g.desired,
-        on_demand: 0,
-        spot: 0,
         on_demand_floor: policy.on_demand_floor(g.desired),
         limit: policy.in_flight_limit(g.desired),
-        in_flight: 0,
-        candidates: Vec::new(),
-        to_on_demand: Vec::new(),
         backed_off_pools: backoffs.active(now),
-        held_back: 0,
-        skipped: None,
         notes,
+        ..Default::default()
     };
     let mut in_flight = BTreeSet::new();
     // On-Demand instances on their way out, and On-Demand copies on their way in.
@@ -211,6 +207,14 @@ fn plan_group(
         }
         let hold = i.hold().filter(|h| h.until() > now);
         let copies = replacing.get(m.id.as_str());
+        // A copy of ours attached while the instance it replaces is still here: its own swap is
+        // not finished, so it is not to be replaced in turn (that swap counts as in flight).
+        let mid_swap = i
+            .tag(TAG_REPLACES)
+            .is_some_and(|old| g.member(old).is_some_and(|o| !o.lifecycle.starts_with("Terminating")));
+        if mid_swap {
+            continue;
+        }
         if copies.is_some() || matches!(hold, Some(Hold::Claim { .. })) {
             in_flight.insert(m.id.as_str());
             if !i.spot {
@@ -632,5 +636,37 @@ mod tests {
         let plan = plan_scan(&input(vec![g], instances, vec![]));
         assert!(plan.groups[0].candidates.is_empty());
         assert!(plan.groups[0].skipped.as_deref().unwrap().contains("disabled"));
+    }
+
+    #[test]
+    fn a_copy_whose_own_swap_is_unfinished_is_not_replaced_in_turn() {
+        // web: i-1 On-Demand being replaced by Spot copy i-a, attached; the floor asks for 2.
+        let (g, mut instances) = floor_group(2, 1, &[(TAG_MIN_ON_DEMAND, "2")]);
+        let mut g = g;
+        g.members.push(member("i-0000000a", "InService"));
+        let copy = spot("i-0000000a", "web", "i-00000001", NOW - 30);
+        instances.push(copy.clone());
+        let plan = plan_scan(&input(vec![g], instances, vec![copy]));
+        let gp = &plan.groups[0];
+        assert!(!gp.to_on_demand.contains(&"i-0000000a".to_string()), "{gp:?}");
+        assert_eq!(gp.to_on_demand, ["i-00000002"]);
+    }
+
+    #[test]
+    fn with_dry_run_the_default_groups_no_longer_opted_in_are_left_alone_too() {
+        let spots = vec![spot("i-0000000d", "gone", "i-00000001", NOW - 10)];
+        let mut raised = group("old", 2, vec![]);
+        raised.max = 4;
+        raised.tags.insert(TAG_ORIGINAL_MAX.into(), "2".into());
+        let dry = Policy { mode: Mode::DryRun, ..Policy::default() };
+        let plan = plan_scan(&ScanInput {
+            defaults: dry,
+            raised: vec![raised.clone()],
+            ..input(vec![], vec![], spots.clone())
+        });
+        assert!(plan.orphans.is_empty() && plan.repairs.is_empty(), "{plan:?}");
+        assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
+        let plan = plan_scan(&ScanInput { raised: vec![raised], ..input(vec![], vec![], spots) });
+        assert_eq!((plan.orphans.len(), plan.repairs.len()), (1, 1));
     }
 }

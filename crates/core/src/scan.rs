@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, TypeQuery, LIVE, NOT_TERMINATED};
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest};
@@ -101,14 +101,38 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     clean_up(cloud, &plan.orphans, &mut summary).await;
     resume(cloud, config, &plan.stalled, &mut summary).await;
     repair(cloud, &plan.repairs, &mut summary).await;
-    for (group, keys) in &plan.stale_backoffs {
-        if let Err(e) = cloud.untag_group(group, keys).await {
-            failed(&mut summary, &format!("could not remove ended backoff tags of {group}"), &e);
-        }
-    }
+    remove_ended_backoffs(cloud, now, &plan.stale_backoffs, &mut summary).await;
 
     summary.per_group = plan.groups;
     Ok(summary)
+}
+
+/// Delete backoff tags whose entries have all ended, re-reading the groups right before: the
+/// spot-creator or the interruption handler may have backed off a pool since the scan read them.
+async fn remove_ended_backoffs<C: Cloud>(
+    cloud: &C,
+    now: Epoch,
+    stale: &[(String, Vec<String>)],
+    summary: &mut ScanSummary,
+) {
+    if stale.is_empty() {
+        return;
+    }
+    let fresh = match cloud.groups(&GroupQuery::Named(stale.iter().map(|(g, _)| g.clone()).collect())).await {
+        Ok(groups) => groups,
+        Err(e) => return failed(summary, "could not re-read groups to remove ended backoffs", &e),
+    };
+    for g in &fresh {
+        let (backoffs, _) = Backoffs::from_tags(&g.tags);
+        let keys: Vec<String> =
+            backoffs.expired_zones(now).into_iter().map(|az| format!("{}{az}", pools::TAG_BACKOFF_PREFIX)).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        if let Err(e) = cloud.untag_group(&g.name, &keys).await {
+            failed(summary, &format!("could not remove ended backoff tags of {}", g.name), &e);
+        }
+    }
 }
 
 /// Compatible Spot types of the On-Demand instance types in groups that have per-type pool
@@ -135,19 +159,7 @@ async fn compatible_types<C: Cloud>(
     }
     let mut out = BTreeMap::new();
     for t in types {
-        let lookup = async {
-            let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![t.clone()])).await?.pop() else {
-                return Ok(None);
-            };
-            let catalog = cloud
-                .instance_types(&TypeQuery::SpotCapable {
-                    architecture: original.architecture().to_string(),
-                    vcpus: pools::vcpu_range(&original, config.max_size_factor),
-                })
-                .await?;
-            Ok::<_, AwsError>(Some(pools::compatible(&original, &catalog, config.max_size_factor)))
-        };
-        match lookup.await {
+        match crate::launch::compatible_with(cloud, &t, config.max_size_factor).await {
             Ok(Some(compatible)) => {
                 out.insert(t, compatible);
             }

@@ -16,6 +16,7 @@ use crate::model::{
     Epoch, Group, Instance, Market, Tags, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
 use crate::plan;
+use crate::policy::Mode;
 
 pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SwapRequest::parse(body) {
@@ -73,11 +74,16 @@ impl<C: Cloud> Swap<'_, C> {
                 "group {group_name} is no longer opted in; the scanner will clean up {spot_id}"
             ));
         }
+        // Dry-run changes nothing; a disabled group starts nothing new, but a swap already past
+        // its attach is finished, so that no extra instance is left in the group.
         let (policy, _) = self.config.policy.for_group(&group.tags);
-        if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
-            return outcome;
+        let attached = group.member(spot_id).is_some();
+        if policy.mode == Mode::DryRun || (policy.mode == Mode::Disabled && !attached) {
+            if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
+                return outcome;
+            }
         }
-        if group.member(spot_id).is_some() {
+        if attached {
             // Attached by an earlier delivery: resume after the attach.
             return self.finish(&spot).await;
         }

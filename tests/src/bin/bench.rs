@@ -97,9 +97,12 @@ async fn main() {
     // 3: arm64 release bootstraps.
     println!("\n3. Release bootstraps (arm64)");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    for (function, binary) in
-        [("ScannerFunction", "scanner"), ("SpotCreatorFunction", "spot-creator"), ("SwapperFunction", "swapper")]
-    {
+    for (function, binary) in [
+        ("ScannerFunction", "scanner"),
+        ("SpotCreatorFunction", "spot-creator"),
+        ("SwapperFunction", "swapper"),
+        ("InterruptionFunction", "interruption"),
+    ] {
         let candidates = [
             root.join(format!(".aws-sam/build/{function}/bootstrap")),
             root.join(format!("target/lambda/{binary}/bootstrap")),
