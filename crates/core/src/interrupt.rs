@@ -39,12 +39,7 @@ pub fn parse(event: &Value) -> Result<(Signal, String), String> {
         other => return Err(format!("detail-type {other:?} is neither {WARNING:?} nor {REBALANCE:?}")),
     };
     let id = event.pointer("/detail/instance-id").and_then(Value::as_str).unwrap_or_default();
-    let valid = id.strip_prefix("i-").is_some_and(|hex| {
-        (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if !valid {
-        return Err(format!("detail.instance-id {id:?} is not an EC2 instance id"));
-    }
+    crate::message::check_instance_id(id).map_err(|why| format!("detail.instance-id: {why}"))?;
     Ok((signal, id.to_string()))
 }
 

@@ -90,7 +90,8 @@ fn parse_versioned<T: DeserializeOwned>(body: &str) -> Result<T, String> {
     serde_json::from_value(value).map_err(|e| format!("body is not a valid message: {e}"))
 }
 
-fn check_instance_id(id: &str) -> Result<(), String> {
+/// An EC2 instance id (`i-` and 8 to 17 hex digits), or why not.
+pub fn check_instance_id(id: &str) -> Result<(), String> {
     let ok = id.strip_prefix("i-").is_some_and(|hex| {
         (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     });
