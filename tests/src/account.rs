@@ -35,6 +35,7 @@ pub struct MemberView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceView {
     pub state: String,
+    pub image_id: String,
     pub spot: bool,
     pub subnet: String,
     pub instance_type: String,
@@ -146,6 +147,39 @@ impl Account {
         (url, dlq_url)
     }
 
+    /// Publishes a new version of the launch template running another AMI (groups use
+    /// `$Latest`, so this is their new configuration); returns the version number and the AMI.
+    pub async fn new_template_version(&self) -> (i64, String) {
+        let current = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(&self.template_id)
+            .versions("$Latest")
+            .send()
+            .await
+            .expect("describe template");
+        let old_ami = current.launch_template_versions()[0].launch_template_data().and_then(|d| d.image_id());
+        let images = self.ec2.describe_images().owners("amazon").send().await.expect("describe images");
+        let ami = images
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id())
+            .find(|id| Some(*id) != old_ami)
+            .expect("moto ships several AMIs")
+            .to_string();
+        let out = self
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(&self.template_id)
+            .source_version("$Latest")
+            .launch_template_data(ec2::types::RequestLaunchTemplateData::builder().image_id(&ami).build())
+            .send()
+            .await
+            .expect("create template version");
+        let version = out.launch_template_version().and_then(|v| v.version_number()).expect("version number");
+        (version, ami)
+    }
+
     /// A group of On-Demand instances across both subnets, launched from the template.
     pub async fn add_group(&self, name: &str, min: i32, desired: i32, max: i32, opted_in: bool) {
         let mut req = self
@@ -233,6 +267,7 @@ impl Account {
         let i = out.reservations().iter().flat_map(|r| r.instances()).next().expect("the instance");
         InstanceView {
             state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+            image_id: i.image_id().unwrap_or_default().to_string(),
             spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
             subnet: i.subnet_id().unwrap_or_default().to_string(),
             instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
-use asg_core::model::{Group, Health, Instance, Launch, LaunchResult, Market, Tags};
+use asg_core::model::{Group, Health, Instance, Launch, LaunchResult, Market, Tags, TemplateVersion};
 use asg_core::pools::TypeInfo;
+use asg_core::reserved::Reservation;
 
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -22,6 +23,9 @@ pub struct Faults {
     /// Spot pools of these types have no capacity: CreateFleet reports them in Errors[] and
     /// launches from the others, as EC2 does.
     pub empty_types: Mutex<BTreeSet<String>>,
+    /// The account's active Reserved Instances (moto has no DescribeReservedInstances); `None`
+    /// passes the call through.
+    pub reservations: Mutex<Option<Vec<Reservation>>>,
     /// Every launch request, as the adapter received it.
     pub launches: Mutex<Vec<Launch>>,
 }
@@ -64,8 +68,18 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn instance_types(&self, query: &TypeQuery) -> Result<Vec<TypeInfo>> {
         self.inner.instance_types(query).await
     }
-    async fn template_instance_type(&self, id: &str, version: &str) -> Result<Option<String>> {
-        self.inner.template_instance_type(id, version).await
+    async fn template_versions(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Result<BTreeMap<(String, String), TemplateVersion>> {
+        self.inner.template_versions(wanted).await
+    }
+    async fn reserved_instances(&self) -> Result<Vec<Reservation>> {
+        let fake = self.faults.reservations.lock().unwrap().clone();
+        match fake {
+            Some(reservations) => Ok(reservations),
+            None => self.inner.reserved_instances().await,
+        }
     }
     async fn has_termination_hook(&self, group: &str) -> Result<bool> {
         self.inner.has_termination_hook(group).await

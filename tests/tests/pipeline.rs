@@ -14,6 +14,7 @@ use asg_core::model::{
     Hold, Launch, LaunchResult, Market, Tags, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_POOL, TAG_REPLACES,
 };
 use asg_core::pools::TAG_BACKOFF_PREFIX;
+use asg_core::reserved::Reservation;
 use aws_lambda_events::event::sqs::SqsEvent;
 use e2e::pipeline::{environment, Consumer};
 use e2e::{Account, Faults, Faulty, Moto, Pipeline};
@@ -44,7 +45,8 @@ async fn start_faulty(
     overrides: &[(&str, &str)],
     groups: &[(&str, i32, i32, i32, bool)],
 ) -> (Moto, Pipeline<Faulty<AwsCloud>>, Arc<Faults>) {
-    let faults = Arc::new(Faults::default());
+    // moto has no DescribeReservedInstances: the fake answers for it, with none by default.
+    let faults = Arc::new(Faults { reservations: Some(Vec::new()).into(), ..Faults::default() });
     let f = faults.clone();
     let (moto, pipeline) = start_with(overrides, groups, move |cloud| Faulty { inner: cloud, faults: f.clone() }).await;
     (moto, pipeline, faults)
@@ -296,7 +298,9 @@ async fn the_scan_stays_within_its_api_budget_for_fifty_groups() {
 
     let calls = &summary.api_calls;
     let describes: u64 = calls.iter().filter(|(op, _)| op.contains(":Describe")).map(|(_, n)| n).sum();
-    let budget = g.div_ceil(100) + n.div_ceil(1000) + 3;
+    // + 1 DescribeLaunchTemplateVersions (the groups' one template, for the rollout) and
+    // + 1 DescribeReservedInstances (which moto answers with a 500: no coverage this scan).
+    let budget = g.div_ceil(100) + n.div_ceil(1000) + 3 + 2;
     assert!(
         describes <= budget,
         "{describes} describe calls for {g} groups of {n} instances, budget {budget}: {calls:?}"
@@ -788,5 +792,144 @@ async fn an_interruption_warning_for_a_copy_not_yet_attached_undoes_that_swap() 
     faults.never_ready.store(false, Ordering::SeqCst);
     p.drain(Consumer::Swapper, Duration::from_secs(30)).await;
     assert_eq!(p.account.group("web").await, before);
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+/// The AMI every member of `group` runs, by instance id.
+async fn amis<C: Cloud>(p: &Pipeline<C>, group: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for m in p.account.group(group).await.members {
+        out.insert(m.id.clone(), p.account.instance(&m.id).await.image_id);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_new_launch_template_version_rolls_every_instance_within_the_limit_keeping_capacity() {
+    let (_moto, mut p) = start(&[("MAX_IN_FLIGHT_PERCENT", "100")], &[("web", 1, 6, 7, true)]).await;
+    p.account.tag_group("web", "asg-optimiser:min-on-demand", "2").await;
+    p.account.tag_group("web", "asg-optimiser:rollout-max-in-flight", "2").await;
+    p.run_until_settled(6).await;
+    let before = p.account.group("web").await;
+    assert_eq!((before.on_demand().len(), before.spot().len()), (2, 4), "{before:?}");
+
+    let (version, ami) = p.account.new_template_version().await;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds <= 8, "still rolling after 8 rounds");
+        let summary = p.round().await;
+        let web = &summary.per_group[0];
+        if rounds == 1 {
+            assert_eq!(web.outdated, 6, "{web:?}");
+            assert_eq!(web.rollout_limit, 2);
+        }
+        // Everything drains within a round, so what a scan starts is all that is in flight.
+        assert!(summary.enqueued + web.rollout_in_flight <= 2, "round {rounds}: {web:?}");
+        if summary.enqueued == 0 && summary.in_flight == 0 {
+            assert_eq!(web.outdated, 0, "{web:?}");
+            break;
+        }
+    }
+    assert!(rounds >= 4, "6 instances, 2 at a time: at least 3 rounds and the one that finds nothing");
+    let after = p.account.group("web").await;
+    assert_eq!((after.on_demand().len(), after.spot().len()), (2, 4), "the policy's mix is kept: {after:?}");
+    assert_eq!((after.desired, after.min, after.max), (before.desired, before.min, before.max));
+    for (id, image) in amis(&p, "web").await {
+        assert_eq!(image, ami, "{id} runs version {version}'s AMI");
+        assert!(!before.members.iter().any(|m| m.id == id), "{id} was there before the rollout");
+    }
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+    assert_eq!(p.account.depth(&p.account.spot_dlq).await + p.account.depth(&p.account.swap_dlq).await, 0);
+}
+
+#[tokio::test]
+async fn a_rollout_whose_new_instances_never_pass_their_checks_pauses_and_keeps_the_old_instances() {
+    let (_moto, mut p, faults) = start_faulty(
+        &[
+            ("READY_DEADLINE_SECONDS", "8"),
+            ("ORPHAN_DEADLINE_SECONDS", "600"),
+            ("MIN_ON_DEMAND_PERCENT", "100"),
+            ("MAX_IN_FLIGHT_PERCENT", "100"),
+        ],
+        &[("web", 1, 4, 6, true)],
+    )
+    .await;
+    p.account.tag_group("web", "asg-optimiser:rollout-max-in-flight", "2").await;
+    let before = p.account.group("web").await;
+    let old_amis = amis(&p, "web").await;
+    p.account.new_template_version().await;
+    faults.never_ready.store(true, Ordering::SeqCst);
+
+    let first = p.round().await;
+    assert_eq!(first.per_group[0].rollout.len(), 2, "On-Demand for On-Demand: {:?}", first.per_group[0]);
+    let tags = p.account.group_tags("web").await;
+    assert!(tags.contains_key("asg-optimiser:rollout-paused"), "{tags:?}");
+    assert_eq!(p.account.group("web").await, before, "the old instances stay");
+    assert_eq!(amis(&p, "web").await, old_amis);
+    assert!(p.account.instances().await.values().filter(|(s, _)| s == "running").count() == 4, "copies terminated");
+
+    // Paused: nothing is launched for the group, and the summary says why.
+    let launches = faults.launches.lock().unwrap().len();
+    let second = p.round().await;
+    let web = &second.per_group[0];
+    assert!(web.rollout_paused.as_deref().is_some_and(|w| w.contains("failed their status checks")), "{web:?}");
+    assert_eq!((second.enqueued, second.rollouts_paused, web.outdated), (0, 1, 4));
+    assert_eq!(faults.launches.lock().unwrap().len(), launches);
+
+    // A new version is a new configuration: the pause named the old one.
+    faults.never_ready.store(false, Ordering::SeqCst);
+    p.account.new_template_version().await;
+    let third = p.scan().await;
+    assert_eq!((third.per_group[0].rollout_paused.as_ref(), third.enqueued), (None, 2), "{:?}", third.per_group[0]);
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+#[tokio::test]
+async fn instances_that_reservations_pay_for_stay_on_demand_after_others_use_them() {
+    // Declared: one m5.large shared from elsewhere in the organisation.
+    let (_moto, mut p, faults) = start_faulty(
+        &[("MAX_IN_FLIGHT_PERCENT", "100"), ("DECLARED_RESERVATIONS", "m5.large=1")],
+        &[("web", 1, 4, 6, true), ("batch", 1, 1, 1, false)],
+    )
+    .await;
+    // Visible: one regional m5.xlarge, size-flexible, worth two m5.large. The group that is not
+    // opted in uses one m5.large of the three first.
+    let regional = Reservation {
+        instance_type: "m5.xlarge".into(),
+        availability_zone: None,
+        count: 1,
+        platform: "Linux/UNIX".into(),
+        tenancy: "default".into(),
+    };
+    *faults.reservations.lock().unwrap() = Some(vec![regional]);
+
+    let first = p.scan().await;
+    let reserved = first.reserved.clone().expect("coverage reported");
+    assert_eq!((reserved.covered, reserved.uncovered), (2, 2), "{reserved:?}");
+    assert_eq!(first.per_group[0].reserved, 2);
+    assert_eq!(first.enqueued, 2);
+    p.drain(Consumer::SpotCreator, Duration::from_secs(60)).await;
+    p.drain(Consumer::Swapper, Duration::from_secs(90)).await;
+    p.run_until_settled(4).await;
+    let web = p.account.group("web").await;
+    assert_eq!((web.on_demand().len(), web.spot().len()), (2, 2), "{web:?}");
+
+    // The regional reservation gives way to a zonal c5.large nobody runs: the declared m5.large
+    // goes to the other group first, so both instances kept On-Demand become candidates, and
+    // the unused reservation is reported.
+    let zonal = Reservation {
+        instance_type: "c5.large".into(),
+        availability_zone: Some("us-east-1a".into()),
+        count: 1,
+        platform: "Linux/UNIX".into(),
+        tenancy: "default".into(),
+    };
+    *faults.reservations.lock().unwrap() = Some(vec![zonal]);
+    let next = p.scan().await;
+    let reserved = next.reserved.expect("coverage reported");
+    assert_eq!((reserved.covered, reserved.uncovered), (0, 2), "{reserved:?}");
+    assert!(reserved.unused.iter().any(|u| u.contains("c5.large in us-east-1a")), "{reserved:?}");
+    assert_eq!(next.enqueued, 2);
     assert!(p.violations.is_empty(), "{:#?}", p.violations);
 }

@@ -26,9 +26,10 @@ use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery
 use crate::error::AwsError;
 use crate::model::{
     is_capacity_error, launch_failure, Group, Health, Instance, Launch, LaunchResult, LaunchSource, Market, Member,
-    Tags,
+    Tags, TemplateVersion,
 };
 use crate::pools::TypeInfo;
+use crate::reserved::{platform_of_product, Reservation};
 
 /// Counts AWS calls per `service:Operation` (one per call, whatever its retries), for the scan
 /// summary, the demo and the API-budget tests. Cheap enough to stay on in production.
@@ -220,7 +221,51 @@ fn to_instance(i: &ec2::types::Instance) -> Instance {
             .iter()
             .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
             .collect(),
+        image_id: i.image_id().map(str::to_string),
+        platform: i.platform_details().filter(|p| !p.is_empty()).unwrap_or("Linux/UNIX").to_string(),
+        tenancy: i.placement().and_then(|p| p.tenancy()).map_or("default", |t| t.as_str()).to_string(),
     }
+}
+
+fn to_template_version(v: &ec2::types::LaunchTemplateVersion) -> TemplateVersion {
+    let data = v.launch_template_data();
+    TemplateVersion {
+        template_id: v.launch_template_id().unwrap_or_default().to_string(),
+        number: v.version_number().unwrap_or_default(),
+        image_id: data.and_then(|d| d.image_id()).map(str::to_string),
+        instance_type: data.and_then(|d| d.instance_type()).map(|t| t.as_str().to_string()),
+    }
+}
+
+/// The version `version` (a number, `$Latest` or `$Default`) of template `id` among `found`.
+/// `$Latest` is the highest number listed, which holds for both forms of the call: every version
+/// they return is at most the latest.
+fn resolve<'a>(
+    found: &'a [ec2::types::LaunchTemplateVersion],
+    id: &str,
+    version: &str,
+) -> Option<&'a ec2::types::LaunchTemplateVersion> {
+    let mut of_template = found.iter().filter(|v| v.launch_template_id() == Some(id));
+    match version {
+        "$Latest" => of_template.max_by_key(|v| v.version_number()),
+        "$Default" => of_template.find(|v| v.default_version() == Some(true)),
+        n => of_template.find(|v| v.version_number().map(|x| x.to_string()).as_deref() == Some(n)),
+    }
+}
+
+/// Only active reservations count; a zonal one names its zone, a regional one does not.
+pub(crate) fn to_reservation(r: &ec2::types::ReservedInstances) -> Option<Reservation> {
+    if r.state().map(|s| s.as_str()) != Some("active") {
+        return None;
+    }
+    let zonal = r.scope().is_some_and(|s| s.as_str() == "Availability Zone");
+    Some(Reservation {
+        instance_type: r.instance_type()?.as_str().to_string(),
+        availability_zone: if zonal { r.availability_zone().map(str::to_string) } else { None },
+        count: r.instance_count().unwrap_or_default().max(0) as u32,
+        platform: platform_of_product(r.product_description().map_or("Linux/UNIX", |p| p.as_str())),
+        tenancy: r.instance_tenancy().map_or("default", |t| t.as_str()).to_string(),
+    })
 }
 
 fn to_type_info(t: &ec2::types::InstanceTypeInfo) -> TypeInfo {
@@ -281,6 +326,9 @@ impl Cloud for AwsCloud {
             InstanceQuery::Tagged { key, value: Some(v) } => vec![ec2_filter(&format!("tag:{key}"), [v.clone()])],
             InstanceQuery::Ids(ids) => {
                 ids.chunks(FILTER_VALUES).map(|c| ec2_filter("instance-id", c.iter().cloned())).collect()
+            }
+            InstanceQuery::Types(types) => {
+                types.chunks(FILTER_VALUES).map(|c| ec2_filter("instance-type", c.iter().cloned())).collect()
             }
         };
         let mut out = Vec::new();
@@ -474,20 +522,73 @@ impl Cloud for AwsCloud {
         Ok(types)
     }
 
-    async fn template_instance_type(&self, id: &str, version: &str) -> Result<Option<String>> {
+    async fn template_versions(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Result<BTreeMap<(String, String), TemplateVersion>> {
+        let mut by_template: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (id, version) in wanted {
+            by_template.entry(id).or_default().push(version);
+        }
+        let mut found: Vec<ec2::types::LaunchTemplateVersion> = Vec::new();
+        if by_template.values().filter(|vs| vs.iter().any(|v| v.starts_with('$'))).count() > 1 {
+            // One paginated call describes `$Latest` and `$Default` of every template in the
+            // account, instead of one call per template.
+            let mut pages = self
+                .ec2
+                .describe_launch_template_versions()
+                .versions("$Latest")
+                .versions("$Default")
+                .resolve_alias(true)
+                .max_results(200)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(err("ec2:DescribeLaunchTemplateVersions"))?;
+                found.extend(page.launch_template_versions().iter().cloned());
+            }
+        }
+        for (id, versions) in &by_template {
+            let missing: Vec<String> =
+                versions.iter().filter(|v| resolve(&found, id, v).is_none()).map(|v| v.to_string()).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let answer = self
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_id(*id)
+                .set_versions(Some(missing))
+                .resolve_alias(true)
+                .send()
+                .await
+                .map_err(err("ec2:DescribeLaunchTemplateVersions"));
+            match answer {
+                Ok(page) => found.extend(page.launch_template_versions().iter().cloned()),
+                // A template deleted under the group: the caller sees it missing.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(wanted
+            .iter()
+            .filter_map(|(id, v)| Some(((id.clone(), v.clone()), to_template_version(resolve(&found, id, v)?))))
+            .collect())
+    }
+
+    async fn reserved_instances(&self) -> Result<Vec<Reservation>> {
         let out = self
             .ec2
-            .describe_launch_template_versions()
-            .launch_template_id(id)
-            .versions(version)
+            .describe_reserved_instances()
+            .filters(ec2_filter("state", ["active"]))
+            .customize()
+            // A scan goes on without reservations when this fails, and the next one asks again:
+            // retrying for long here would only delay every other decision.
+            .config_override(ec2::config::Builder::default().retry_config(RetryConfig::standard().with_max_attempts(2)))
             .send()
             .await
-            .map_err(err("ec2:DescribeLaunchTemplateVersions"))?;
-        Ok(out
-            .launch_template_versions()
-            .iter()
-            .find_map(|v| v.launch_template_data()?.instance_type())
-            .map(|t| t.as_str().to_string()))
+            .map_err(err("ec2:DescribeReservedInstances"))?;
+        Ok(out.reserved_instances().iter().filter_map(to_reservation).collect())
     }
 
     async fn has_termination_hook(&self, group: &str) -> Result<bool> {
@@ -731,5 +832,43 @@ impl Cloud for AwsCloud {
             failed += out.failed().len();
         }
         Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ec2::types::{ReservedInstanceState, ReservedInstances, RiProductDescription, Scope, Tenancy};
+
+    fn reservation(scope: Scope, state: ReservedInstanceState) -> ReservedInstances {
+        ReservedInstances::builder()
+            .instance_type(ec2::types::InstanceType::M5Xlarge)
+            .availability_zone("eu-west-1a")
+            .scope(scope)
+            .instance_count(3)
+            .state(state)
+            .product_description(RiProductDescription::LinuxUnixAmazonVpc)
+            .instance_tenancy(Tenancy::Default)
+            .build()
+    }
+
+    #[test]
+    fn reservations_read_from_the_sdk_keep_only_what_coverage_needs() {
+        let zonal = to_reservation(&reservation(Scope::AvailabilityZone, ReservedInstanceState::Active)).unwrap();
+        assert_eq!(
+            zonal,
+            Reservation {
+                instance_type: "m5.xlarge".into(),
+                availability_zone: Some("eu-west-1a".into()),
+                count: 3,
+                platform: "Linux/UNIX".into(),
+                tenancy: "default".into(),
+            }
+        );
+        // A regional reservation reports a zone too (where it was bought): not a zonal one.
+        let regional = to_reservation(&reservation(Scope::Regional, ReservedInstanceState::Active)).unwrap();
+        assert_eq!(regional.availability_zone, None);
+        assert_eq!(to_reservation(&reservation(Scope::Regional, ReservedInstanceState::Retired)), None);
+        assert_eq!(to_reservation(&reservation(Scope::Regional, ReservedInstanceState::PaymentPending)), None);
     }
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::error::AwsError;
-use crate::model::{Group, Health, Instance, Launch, LaunchResult, Tags};
+use crate::model::{Group, Health, Instance, Launch, LaunchResult, Tags, TemplateVersion};
 use crate::pools::TypeInfo;
+use crate::reserved::Reservation;
 
 pub type Result<T> = std::result::Result<T, AwsError>;
 
@@ -36,6 +37,8 @@ pub enum InstanceQuery {
         value: Option<String>,
     },
     Ids(Vec<String>),
+    /// Instances of these types.
+    Types(Vec<String>),
 }
 
 /// Which instance types to describe.
@@ -80,8 +83,14 @@ pub trait Cloud: Send + Sync {
     /// DescribeInstanceTypes. The adapter caches answers for the life of the process: the
     /// catalog changes when AWS launches a type, not between two invocations.
     fn instance_types(&self, query: &TypeQuery) -> impl Future<Output = Result<Vec<TypeInfo>>> + Send;
-    /// DescribeLaunchTemplateVersions: the instance type the template version names, if any.
-    fn template_instance_type(&self, id: &str, version: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// DescribeLaunchTemplateVersions: what each (template id, version) names now, the version
+    /// being a number, `$Latest` or `$Default`. A template that does not exist is left out.
+    fn template_versions(
+        &self,
+        wanted: &[(String, String)],
+    ) -> impl Future<Output = Result<BTreeMap<(String, String), TemplateVersion>>> + Send;
+    /// DescribeReservedInstances: the active reservations of this account and Region.
+    fn reserved_instances(&self) -> impl Future<Output = Result<Vec<Reservation>>> + Send;
     /// DescribeLifecycleHooks: whether the group has a termination hook (draining).
     fn has_termination_hook(&self, group: &str) -> impl Future<Output = Result<bool>> + Send;
 

@@ -2,7 +2,8 @@
 //! Every value has a template parameter behind it; the README lists them all.
 
 use crate::error::ConfigError;
-use crate::policy::{parse_types, InFlight, Mode, Policy};
+use crate::policy::{parse_switch, parse_types, InFlight, Mode, Policy};
+use crate::reserved::{parse_declared, Reservation};
 use crate::savings::PriceTable;
 
 /// Which function is reading its configuration: each requires only the queues it talks to.
@@ -58,6 +59,10 @@ pub struct Config {
     pub metrics_namespace: String,
     /// Fixed prices to estimate savings with; empty means look them up.
     pub price_table: PriceTable,
+    /// Keep On-Demand the instances that active Reserved Instances pay for.
+    pub reserved_instances: bool,
+    /// Reserved capacity this account cannot see (shared from elsewhere in the organisation).
+    pub declared_reservations: Vec<Reservation>,
 }
 
 impl Default for Config {
@@ -79,6 +84,8 @@ impl Default for Config {
             concurrency: 4,
             metrics_namespace: "AsgOptimizer".into(),
             price_table: PriceTable::default(),
+            reserved_instances: true,
+            declared_reservations: Vec::new(),
         }
     }
 }
@@ -109,6 +116,12 @@ impl Config {
         let types = |name: &'static str| -> Result<Vec<String>, ConfigError> {
             get(name)
                 .map_or(Ok(Vec::new()), |raw| parse_types(&raw).map_err(|reason| invalid_value(name, &raw, &reason)))
+        };
+
+        let switch = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            get(name).map_or(Ok(default), |raw| {
+                parse_switch(&raw).ok_or_else(|| invalid_value(name, &raw, "must be enabled or disabled"))
+            })
         };
 
         let spot_queue_url = match function {
@@ -144,6 +157,20 @@ impl Config {
                 in_flight: InFlight::Percent(number("MAX_IN_FLIGHT_PERCENT", 10, 1, 100)? as u32),
                 allowed_types: types("ALLOWED_INSTANCE_TYPES")?,
                 denied_types: types("DENIED_INSTANCE_TYPES")?,
+                rollout: switch("ROLLOUT", d.policy.rollout)?,
+                rollout_in_flight: match get("ROLLOUT_MAX_IN_FLIGHT") {
+                    None => d.policy.rollout_in_flight,
+                    Some(raw) => InFlight::parse(&raw).ok_or_else(|| {
+                        invalid_value("ROLLOUT_MAX_IN_FLIGHT", &raw, "must be a count or a percentage from 1% to 100%")
+                    })?,
+                },
+            },
+            reserved_instances: switch("RESERVED_INSTANCES", d.reserved_instances)?,
+            declared_reservations: match get("DECLARED_RESERVATIONS") {
+                None => Vec::new(),
+                Some(raw) => {
+                    parse_declared(&raw).map_err(|reason| invalid_value("DECLARED_RESERVATIONS", &raw, &reason))?
+                }
             },
             max_size_factor: match get("MAX_SIZE_FACTOR") {
                 None => d.max_size_factor,
@@ -266,9 +293,16 @@ mod tests {
                 ("MAX_SIZE_FACTOR", "1.5"),
                 ("POOL_BACKOFF_SECONDS", "600"),
                 ("REBALANCE_ACTION", "replace"),
+                ("ROLLOUT", "disabled"),
+                ("ROLLOUT_MAX_IN_FLIGHT", "2"),
+                ("RESERVED_INSTANCES", "false"),
+                ("DECLARED_RESERVATIONS", "m5.large=4 c5.large@eu-west-1a=1"),
             ]),
         )
         .unwrap();
+        assert_eq!((c.policy.rollout, c.policy.rollout_in_flight), (false, InFlight::Count(2)));
+        assert!(!c.reserved_instances);
+        assert_eq!(c.declared_reservations.len(), 2);
         let p = &c.policy;
         assert_eq!((p.mode, p.min_on_demand, p.min_on_demand_percent), (Mode::DryRun, 2, 20));
         assert_eq!(p.in_flight, InFlight::Percent(25));
@@ -280,6 +314,10 @@ mod tests {
             ("REBALANCE_ACTION", "panic"),
             ("DENIED_INSTANCE_TYPES", "m5;x"),
             ("MIN_ON_DEMAND_PERCENT", "120"),
+            ("ROLLOUT", "maybe"),
+            ("ROLLOUT_MAX_IN_FLIGHT", "0%"),
+            ("RESERVED_INSTANCES", "1"),
+            ("DECLARED_RESERVATIONS", "m5.large"),
         ] {
             let err = Config::from_lookup(Function::Interruption, lookup(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");

@@ -1,6 +1,7 @@
 //! The spot-creator's work on one message: a fresh check, then exactly one copy of the
 //! instance to replace (Spot, from the compatible pools that are not backed off; or On-Demand,
-//! to hold the group's On-Demand floor), then a swap message.
+//! to hold the group's On-Demand floor; in the instance's own market when it only runs an
+//! outdated configuration), then a swap message.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use tracing::{error, info, warn};
 use crate::batch::Outcome;
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, TypeQuery, LIVE, NOT_TERMINATED};
 use crate::config::Config;
+use crate::drift::{drift, paused_since, TAG_ROLLOUT_PAUSED};
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest, SwapRequest};
 use crate::metrics::{self, Metrics};
@@ -126,13 +128,8 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     if member.protected_from_scale_in {
         return Outcome::Dropped(format!("{old_id} is protected from scale-in"));
     }
-    if Market::of(&old) == market || old.state != "running" {
-        return Outcome::Dropped(format!(
-            "{old_id} is not a running instance to move to {} ({}, {})",
-            market.as_str(),
-            old.state,
-            Market::of(&old).as_str()
-        ));
+    if old.state != "running" {
+        return Outcome::Dropped(format!("{old_id} is {}, not running", old.state));
     }
     if let Some(Hold::Skip { until }) = old.hold().filter(|h| h.until() > now) {
         return Outcome::Dropped(format!("{old_id} is set aside until {}", rfc3339(until)));
@@ -143,6 +140,37 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     let LaunchSource::Template { id: template_id, version: template_version } = group.launch.clone() else {
         return Outcome::Dropped(format!("group {group_name} has no launch template"));
     };
+    // What the group launches now: needed for an On-Demand copy's type, to confirm that an
+    // instance replaced in its own market is still outdated, and to honour a paused rollout.
+    let same_market = Market::of(&old) == market;
+    let current = if market == Market::OnDemand || same_market || group.tags.contains_key(TAG_ROLLOUT_PAUSED) {
+        let key = (template_id.clone(), template_version.clone());
+        match cloud.template_versions(std::slice::from_ref(&key)).await {
+            Ok(mut found) => match found.remove(&key) {
+                Some(v) => Some(v),
+                None => {
+                    return Outcome::Dropped(format!(
+                        "launch template {template_id} version {template_version} of {group_name} does not exist"
+                    ))
+                }
+            },
+            Err(e) => return on_error("could not read the launch template", e),
+        }
+    } else {
+        None
+    };
+    if let Some(since) = current.as_ref().and_then(|c| paused_since(&group.tags, c)) {
+        return Outcome::Dropped(format!(
+            "the rollout of {group_name} is paused since {}: its current configuration failed its checks",
+            rfc3339(since)
+        ));
+    }
+    if same_market && current.as_ref().and_then(|c| drift(&old, c)).is_none() {
+        return Outcome::Dropped(format!(
+            "{old_id} is already {} and runs the group's current configuration",
+            market.as_str()
+        ));
+    }
     match cloud.termination_protected(old_id).await {
         Ok(false) => {}
         Ok(true) => {
@@ -151,18 +179,20 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         Err(e) => return on_error("could not read termination protection", e),
     }
 
+    // What the template names (an outdated Spot instance may be of another compatible type, or
+    // the template may have changed type), else the replaced instance's own type.
+    let base_type = current
+        .as_ref()
+        .filter(|_| market == Market::OnDemand || old.spot)
+        .and_then(|c| c.instance_type.clone())
+        .unwrap_or_else(|| old.instance_type.clone());
     let instance_types = match market {
-        // The floor: what the group itself would launch (the Spot instance may be of a larger
-        // compatible type), else the Spot instance's own type.
-        Market::OnDemand => match cloud.template_instance_type(&template_id, &template_version).await {
-            Ok(t) => vec![t.unwrap_or_else(|| old.instance_type.clone())],
-            Err(e) => return on_error("could not read the launch template", e),
-        },
-        Market::Spot => match spot_choices(cloud, config, &policy, &group, &old, &az, now).await {
+        Market::OnDemand => vec![base_type],
+        Market::Spot => match spot_choices(cloud, config, &policy, &group, &base_type, &az, now).await {
             Ok(Ok(types)) => types,
             Ok(Err(why)) => {
                 metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
-                warn!(asg = %group_name, old = %old_id, reason = %why, "no Spot pool to try; keeping On-Demand");
+                warn!(asg = %group_name, old = %old_id, reason = %why, "no Spot pool to try; keeping the instance");
                 return set_aside(cloud, config, old_id, now, why).await;
             }
             Err(e) => return on_error("could not describe instance types", e),
@@ -222,16 +252,16 @@ async fn spot_choices<C: Cloud>(
     config: &Config,
     policy: &Policy,
     group: &Group,
-    old: &Instance,
+    base_type: &str,
     az: &str,
     now: Epoch,
 ) -> Result<Result<Vec<String>, String>, AwsError> {
-    let Some(compatible) = compatible_with(cloud, &old.instance_type, config.max_size_factor).await? else {
-        return Ok(Err(format!("instance type {} is unknown to DescribeInstanceTypes", old.instance_type)));
+    let Some(compatible) = compatible_with(cloud, base_type, config.max_size_factor).await? else {
+        return Ok(Err(format!("instance type {base_type} is unknown to DescribeInstanceTypes")));
     };
     let compatible: Vec<String> = compatible.into_iter().filter(|t| policy.allows(t)).collect();
     if compatible.is_empty() {
-        return Ok(Err(format!("no Spot type compatible with {} is allowed by the group's policy", old.instance_type)));
+        return Ok(Err(format!("no Spot type compatible with {base_type} is allowed by the group's policy")));
     }
     let (backoffs, _) = Backoffs::from_tags(&group.tags);
     let usable = backoffs.usable(az, &compatible, now);
@@ -240,7 +270,7 @@ async fn spot_choices<C: Cloud>(
         return Ok(Err(format!(
             "all {} Spot pools compatible with {} in {az} are backed off until at least {}",
             compatible.len(),
-            old.instance_type,
+            base_type,
             rfc3339(until)
         )));
     }

@@ -24,6 +24,12 @@ pub const POOLS_BACKED_OFF: &str = "PoolsBackedOff";
 pub const INTERRUPTIONS_HANDLED: &str = "InterruptionsHandled";
 /// Scanner: On-Demand instances left alone because every compatible Spot pool is backed off.
 pub const ON_DEMAND_HELD_BACK: &str = "OnDemandHeldBack";
+/// Scanner: instances running another configuration than their group's current one.
+pub const OUTDATED_INSTANCES: &str = "OutdatedInstances";
+/// Swapper: rollouts paused because a new instance failed its status checks.
+pub const ROLLOUTS_PAUSED: &str = "RolloutsPaused";
+/// Scanner: On-Demand instances kept because Reserved Instances pay for them.
+pub const RESERVED_COVERED: &str = "ReservedInstancesCovering";
 /// Scanner: orphaned Spot instances terminated.
 pub const ORPHANS_CLEANED: &str = "OrphansCleaned";
 /// Scanner: Spot instances of ours serving in opted-in groups.

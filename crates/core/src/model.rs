@@ -116,6 +116,11 @@ pub struct Instance {
     pub availability_zone: Option<String>,
     pub launch_time: Epoch,
     pub tags: Tags,
+    pub image_id: Option<String>,
+    /// PlatformDetails (`Linux/UNIX`, `Windows`, ...): what a Reserved Instance must match.
+    pub platform: String,
+    /// `default`, `dedicated` or `host`.
+    pub tenancy: String,
 }
 
 impl Instance {
@@ -171,6 +176,17 @@ impl Hold {
             Hold::Claim { until } | Hold::Skip { until } => *until,
         }
     }
+}
+
+/// A launch template version as DescribeLaunchTemplateVersions reports it: what a group whose
+/// template names it (directly, or through `$Latest` / `$Default`) launches now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TemplateVersion {
+    pub template_id: String,
+    pub number: i64,
+    /// The AMI, with a `resolve:ssm:` parameter resolved.
+    pub image_id: Option<String>,
+    pub instance_type: Option<String>,
 }
 
 /// Readiness of an instance from DescribeInstanceStatus.

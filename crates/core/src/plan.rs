@@ -1,12 +1,15 @@
-//! Pure decisions of the scanner: which instances to replace now (On-Demand by Spot, or Spot by
-//! On-Demand to hold a group's On-Demand floor), which copies of ours are orphans, which swaps
-//! stalled, which groups need their MaxSize put back or stale backoff tags removed.
+//! Pure decisions of the scanner: which instances to replace now (On-Demand by Spot, Spot by
+//! On-Demand to hold a group's On-Demand floor, and either by its like to roll out the group's
+//! current launch template), which copies of ours are orphans, which swaps stalled, which groups
+//! need their MaxSize put back or stale backoff tags removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::drift::{drift, paused_since, TAG_ROLLOUT_PAUSED};
 use crate::message::SwapRequest;
 use crate::model::{
-    Epoch, Group, Hold, Instance, Market, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    rfc3339, Epoch, Group, Hold, Instance, Market, TemplateVersion, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX,
+    TAG_REPLACES,
 };
 use crate::policy::{floor_moves, Mode, Policy};
 use crate::pools::{Backoffs, ALL_POOLS, TAG_BACKOFF_PREFIX};
@@ -26,6 +29,11 @@ pub struct ScanInput {
     /// only for groups with backed-off pools. A type missing here is never held back by
     /// per-type backoffs (the spot-creator still skips those pools).
     pub compatible: BTreeMap<String, Vec<String>>,
+    /// What each group launches now (by group name): looked up for groups that roll out or have
+    /// a paused rollout. A group missing here has no rollout this scan.
+    pub current: BTreeMap<String, TemplateVersion>,
+    /// On-Demand instances that Reserved Instances pay for: kept On-Demand.
+    pub reserved: BTreeSet<String>,
     pub now: Epoch,
     /// The configured policy every group starts from.
     pub defaults: Policy,
@@ -48,6 +56,21 @@ pub struct GroupPlan {
     pub candidates: Vec<String>,
     /// Spot instances to replace by On-Demand now (the group is below its floor).
     pub to_on_demand: Vec<String>,
+    /// On-Demand instances kept because Reserved Instances pay for them.
+    pub reserved: usize,
+    /// Instances running another launch template, version or AMI than the group's current
+    /// one, not counting those being replaced.
+    pub outdated: usize,
+    /// Replacements of outdated instances under way, and how many may be at once.
+    pub rollout_in_flight: usize,
+    pub rollout_limit: usize,
+    /// Outdated instances to replace now by a copy in their own market (those moving market
+    /// are in `candidates` / `to_on_demand`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollout: BTreeMap<String, Market>,
+    /// Why no instance is launched for this group now: its current configuration failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_paused: Option<String>,
     /// Spot pools of the group backed off now.
     pub backed_off_pools: usize,
     /// On-Demand instances left alone because every compatible Spot pool in their zone is
@@ -187,10 +210,14 @@ fn plan_group(
         desired: g.desired,
         on_demand_floor: policy.on_demand_floor(g.desired),
         limit: policy.in_flight_limit(g.desired),
+        rollout_limit: policy.rollout_limit(g.desired),
         backed_off_pools: backoffs.active(now),
         notes,
         ..Default::default()
     };
+    let current = input.current.get(&g.name);
+    // Outdated instances this scan may roll out (none when the group's rollout is disabled).
+    let mut rolling: BTreeSet<&str> = BTreeSet::new();
     let mut in_flight = BTreeSet::new();
     // On-Demand instances on their way out, and On-Demand copies on their way in.
     let (mut leaving, mut arriving) = (0, 0);
@@ -215,15 +242,26 @@ fn plan_group(
         if mid_swap {
             continue;
         }
+        if input.reserved.contains(&m.id) {
+            plan.reserved += 1;
+        }
+        let outdated = current.is_some_and(|c| drift(i, c).is_some());
         if copies.is_some() || matches!(hold, Some(Hold::Claim { .. })) {
             in_flight.insert(m.id.as_str());
+            plan.rollout_in_flight += usize::from(outdated);
             if !i.spot {
                 leaving += 1;
             } else if !copies.is_some_and(|cs| cs.iter().any(|c| g.member(&c.id).is_some())) {
                 // Once attached, the copy counts as an On-Demand member already.
                 arriving += 1;
             }
-        } else if hold.is_none()
+            continue;
+        }
+        plan.outdated += usize::from(outdated);
+        if outdated && policy.rollout {
+            rolling.insert(m.id.as_str());
+        }
+        if hold.is_none()
             && m.lifecycle == LIFECYCLE_IN_SERVICE
             // An unhealthy instance is about to be replaced by the group itself.
             && m.healthy
@@ -247,16 +285,53 @@ fn plan_group(
         plan.skipped = Some(format!("only {serving} of {} desired instances are in service", g.desired));
         return plan;
     }
-    // Oldest first, then by id: two overlapping scans that see the same group pick the same
-    // instances, and the FIFO queue's deduplication collapses them.
-    let age = |a: &&Instance, b: &&Instance| (a.launch_time, &a.id).cmp(&(b.launch_time, &b.id));
-    on_demand.sort_by(age);
-    spot.sort_by(age);
+    if g.tags.contains_key(TAG_ROLLOUT_PAUSED) {
+        // Every copy is launched from the current configuration: while it is known bad (or
+        // cannot be compared with the one that was), nothing is launched for this group.
+        plan.rollout_paused = match current {
+            Some(c) => paused_since(&g.tags, c).map(|since| {
+                format!(
+                    "new instances of {}:{} ({}) failed their status checks at {}; old instances kept. \
+                     Publish a new version or remove the tag {TAG_ROLLOUT_PAUSED} to resume",
+                    c.template_id,
+                    c.number,
+                    c.image_id.as_deref().unwrap_or("no AMI"),
+                    rfc3339(since)
+                )
+            }),
+            None => Some(format!("{TAG_ROLLOUT_PAUSED} is set and the launch template could not be read")),
+        };
+        if plan.rollout_paused.is_some() {
+            return plan;
+        }
+    }
+    // Outdated first (their replacement also rolls them out), then oldest, then by id: two
+    // overlapping scans that see the same group pick the same instances, and the FIFO queue's
+    // deduplication collapses them.
+    let order = |a: &&Instance, b: &&Instance| {
+        let key = |i: &&Instance| (!rolling.contains(i.id.as_str()), i.launch_time, i.id.clone());
+        key(a).cmp(&key(b))
+    };
+    on_demand.sort_by(order);
+    spot.sort_by(order);
     let room = plan.limit.saturating_sub(plan.in_flight);
+    let mut rollout_room = plan.rollout_limit.saturating_sub(plan.rollout_in_flight);
+    // Takes one rollout slot if `i` is outdated; false when there is none left.
+    let mut slot = |i: &Instance| {
+        if !rolling.contains(i.id.as_str()) {
+            return true;
+        }
+        let free = rollout_room > 0;
+        rollout_room = rollout_room.saturating_sub(1);
+        free
+    };
     let (to_spot, to_on_demand) = floor_moves(plan.on_demand, leaving, arriving, plan.on_demand_floor, room);
-    for i in on_demand {
+    for i in &on_demand {
         if plan.candidates.len() == to_spot {
             break;
+        }
+        if input.reserved.contains(&i.id) {
+            continue;
         }
         match held_back(i, &policy, &backoffs, &input.compatible, now) {
             Some(why) => {
@@ -265,10 +340,35 @@ fn plan_group(
                 }
                 plan.held_back += 1;
             }
-            None => plan.candidates.push(i.id.clone()),
+            None if slot(i) => plan.candidates.push(i.id.clone()),
+            None => {}
         }
     }
-    plan.to_on_demand = spot.iter().take(to_on_demand).map(|i| i.id.clone()).collect();
+    for i in &spot {
+        if plan.to_on_demand.len() == to_on_demand {
+            break;
+        }
+        if slot(i) {
+            plan.to_on_demand.push(i.id.clone());
+        }
+    }
+    // The outdated instances left keep their market, within both limits.
+    let mut left = room - plan.candidates.len() - plan.to_on_demand.len();
+    let picked: BTreeSet<String> = plan.candidates.iter().chain(&plan.to_on_demand).cloned().collect();
+    let mut rest: Vec<&&Instance> =
+        on_demand.iter().chain(&spot).filter(|i| rolling.contains(i.id.as_str()) && !picked.contains(&i.id)).collect();
+    rest.sort_by_key(|i| (i.launch_time, i.id.clone()));
+    for i in rest {
+        if left == 0 || rollout_room == 0 {
+            break;
+        }
+        if i.spot && held_back(i, &policy, &backoffs, &input.compatible, now).is_some() {
+            continue;
+        }
+        plan.rollout.insert(i.id.clone(), Market::of(i));
+        left -= 1;
+        rollout_room -= 1;
+    }
     plan
 }
 
@@ -668,5 +768,89 @@ mod tests {
         assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
         let plan = plan_scan(&ScanInput { raised: vec![raised], ..input(vec![], vec![], spots) });
         assert_eq!((plan.orphans.len(), plan.repairs.len()), (1, 1));
+    }
+
+    fn outdated(mut i: Instance, version: &str) -> Instance {
+        i.tags.insert(crate::drift::TAG_TEMPLATE_ID.into(), "lt-1".into());
+        i.tags.insert(crate::drift::TAG_TEMPLATE_VERSION.into(), version.into());
+        i
+    }
+
+    fn current() -> BTreeMap<String, TemplateVersion> {
+        let v = TemplateVersion { template_id: "lt-1".into(), number: 2, image_id: None, instance_type: None };
+        [("web".to_string(), v)].into()
+    }
+
+    #[test]
+    fn outdated_instances_roll_within_the_rollout_limit_in_the_market_the_policy_wants() {
+        use crate::policy::{TAG_ROLLOUT, TAG_ROLLOUT_MAX_IN_FLIGHT};
+        // (members, On-Demand among them, version they run, tags) ->
+        // (to Spot, to On-Demand, rolled in their own market, outdated)
+        type Case<'a> = (usize, usize, &'a str, &'a [(&'a str, &'a str)], usize, usize, usize, usize);
+        let cases: &[Case] = &[
+            (10, 10, "2", &[], 10, 0, 0, 0), // current: only the cost moves
+            (10, 10, "1", &[], 1, 0, 0, 10), // default rollout limit: 10% of 10
+            (10, 10, "1", &[(TAG_ROLLOUT_MAX_IN_FLIGHT, "3")], 3, 0, 0, 10),
+            // The floor keeps them On-Demand: rolled On-Demand to On-Demand.
+            (10, 10, "1", &[(TAG_ROLLOUT_MAX_IN_FLIGHT, "3"), (TAG_MIN_ON_DEMAND, "10")], 0, 0, 3, 10),
+            (4, 0, "1", &[(TAG_ROLLOUT_MAX_IN_FLIGHT, "3")], 0, 0, 3, 4), // Spot to Spot
+            // Below the floor: the Spot instances going On-Demand are the outdated ones first.
+            (4, 0, "1", &[(TAG_ROLLOUT_MAX_IN_FLIGHT, "1"), (TAG_MIN_ON_DEMAND, "2")], 0, 1, 0, 4),
+            // The group-wide limit bounds rollouts too.
+            (10, 10, "1", &[(TAG_ROLLOUT_MAX_IN_FLIGHT, "5"), (TAG_MAX_IN_FLIGHT, "2")], 2, 0, 0, 10),
+            (10, 10, "1", &[(TAG_ROLLOUT, "disabled")], 10, 0, 0, 10), // counted, not limited
+        ];
+        for &(n, on_demand, version, tags, want_spot, want_od, want_rolled, want_outdated) in cases {
+            let (g, instances) = floor_group(n, on_demand, tags);
+            let instances = instances.into_iter().map(|i| outdated(i, version)).collect();
+            let plan = plan_scan(&ScanInput { current: current(), ..input(vec![g], instances, vec![]) });
+            let gp = &plan.groups[0];
+            let got = (gp.candidates.len(), gp.to_on_demand.len(), gp.rollout.len(), gp.outdated);
+            assert_eq!(got, (want_spot, want_od, want_rolled, want_outdated), "{version} {tags:?}: {gp:?}");
+            let market = if on_demand == n { Market::OnDemand } else { Market::Spot };
+            assert!(gp.rollout.values().all(|m| *m == market), "{gp:?}");
+        }
+    }
+
+    #[test]
+    fn rollouts_under_way_use_up_the_rollout_limit() {
+        let (g, instances) = floor_group(4, 0, &[(crate::policy::TAG_ROLLOUT_MAX_IN_FLIGHT, "2")]);
+        let mut instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
+        instances[0] = with_tag(instances[0].clone(), TAG_HOLD, &Hold::Claim { until: NOW + 60 }.value());
+        let plan = plan_scan(&ScanInput { current: current(), ..input(vec![g], instances, vec![]) });
+        let gp = &plan.groups[0];
+        assert_eq!((gp.rollout_in_flight, gp.outdated, gp.rollout.len()), (1, 3, 1), "{gp:?}");
+        assert_eq!(gp.rollout.keys().collect::<Vec<_>>(), ["i-00000002"]);
+    }
+
+    #[test]
+    fn a_paused_rollout_launches_nothing_until_the_configuration_changes() {
+        let (mut g, instances) = floor_group(4, 4, &[]);
+        let instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
+        let cur = current();
+        g.tags.insert(TAG_ROLLOUT_PAUSED.into(), crate::drift::pause_value(&cur["web"], NOW - 60));
+        let plan = plan_scan(&ScanInput { current: cur.clone(), ..input(vec![g.clone()], instances.clone(), vec![]) });
+        let gp = &plan.groups[0];
+        assert!(gp.candidates.is_empty() && gp.rollout.is_empty(), "{gp:?}");
+        assert!(gp.rollout_paused.as_deref().is_some_and(|w| w.contains("lt-1:2")), "{gp:?}");
+        assert_eq!(gp.outdated, 4);
+        // Version 3 is published: the pause named version 2 and no longer holds.
+        let mut next = cur.clone();
+        next.get_mut("web").unwrap().number = 3;
+        let plan = plan_scan(&ScanInput { current: next, ..input(vec![g.clone()], instances.clone(), vec![]) });
+        assert_eq!((plan.groups[0].rollout_paused.as_ref(), plan.groups[0].candidates.len()), (None, 1));
+        // The template could not be read: a pause tag is enough to hold.
+        let plan = plan_scan(&input(vec![g], instances, vec![]));
+        assert!(plan.groups[0].rollout_paused.is_some() && plan.groups[0].candidates.is_empty());
+    }
+
+    #[test]
+    fn instances_reservations_pay_for_stay_on_demand() {
+        let (g, instances) = floor_group(4, 4, &[]);
+        let reserved: BTreeSet<String> = ["i-00000001".to_string(), "i-00000003".to_string()].into();
+        let plan = plan_scan(&ScanInput { reserved, ..input(vec![g], instances, vec![]) });
+        let gp = &plan.groups[0];
+        assert_eq!(gp.candidates, ["i-00000002", "i-00000004"]);
+        assert_eq!(gp.reserved, 2);
     }
 }

@@ -17,6 +17,11 @@ pub const TAG_MAX_IN_FLIGHT: &str = "asg-optimiser:max-in-flight";
 /// Instance types a Spot copy may use / must not use: glob patterns, comma-separated.
 pub const TAG_ALLOWED_TYPES: &str = "asg-optimiser:allowed-types";
 pub const TAG_DENIED_TYPES: &str = "asg-optimiser:denied-types";
+/// `enabled` (default) or `disabled`: replace instances that run another launch template,
+/// version or AMI than the group's current one.
+pub const TAG_ROLLOUT: &str = "asg-optimiser:rollout";
+/// Rollout replacements in flight at once: a count or a share of desired capacity.
+pub const TAG_ROLLOUT_MAX_IN_FLIGHT: &str = "asg-optimiser:rollout-max-in-flight";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -45,7 +50,7 @@ pub enum InFlight {
 }
 
 impl InFlight {
-    fn parse(raw: &str) -> Option<InFlight> {
+    pub fn parse(raw: &str) -> Option<InFlight> {
         match raw.strip_suffix('%') {
             Some(pct) => pct.trim().parse().ok().filter(|p| (1..=100).contains(p)).map(InFlight::Percent),
             None => raw.parse().ok().map(InFlight::Count),
@@ -62,6 +67,9 @@ pub struct Policy {
     pub in_flight: InFlight,
     pub allowed_types: Vec<String>,
     pub denied_types: Vec<String>,
+    /// Roll instances of an outdated configuration to the current one.
+    pub rollout: bool,
+    pub rollout_in_flight: InFlight,
 }
 
 impl Default for Policy {
@@ -73,7 +81,27 @@ impl Default for Policy {
             in_flight: InFlight::Percent(10),
             allowed_types: Vec::new(),
             denied_types: Vec::new(),
+            rollout: true,
+            rollout_in_flight: InFlight::Percent(10),
         }
+    }
+}
+
+impl InFlight {
+    fn limit(&self, desired: i32) -> usize {
+        match *self {
+            InFlight::Count(n) => n,
+            InFlight::Percent(pct) => (desired.max(0) as usize * pct as usize / 100).max(1),
+        }
+    }
+}
+
+/// `enabled`/`true` or `disabled`/`false`.
+pub fn parse_switch(raw: &str) -> Option<bool> {
+    match raw {
+        "enabled" | "true" => Some(true),
+        "disabled" | "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -124,6 +152,14 @@ impl Policy {
             p.denied_types = parse_types(raw)?;
             Ok(())
         });
+        read(TAG_ROLLOUT, &mut |raw| {
+            p.rollout = parse_switch(raw).ok_or("is not enabled or disabled")?;
+            Ok(())
+        });
+        read(TAG_ROLLOUT_MAX_IN_FLIGHT, &mut |raw| {
+            p.rollout_in_flight = InFlight::parse(raw).ok_or("is not a count or a percentage from 1% to 100%")?;
+            Ok(())
+        });
         (p, notes)
     }
 
@@ -137,10 +173,12 @@ impl Policy {
 
     /// Replacements in flight at once (at least 1 for a percentage; a count of 0 pauses).
     pub fn in_flight_limit(&self, desired: i32) -> usize {
-        match self.in_flight {
-            InFlight::Count(n) => n,
-            InFlight::Percent(pct) => (desired.max(0) as usize * pct as usize / 100).max(1),
-        }
+        self.in_flight.limit(desired)
+    }
+
+    /// Rollout replacements in flight at once; they count toward [`Self::in_flight_limit`] too.
+    pub fn rollout_limit(&self, desired: i32) -> usize {
+        self.rollout_in_flight.limit(desired)
     }
 
     pub fn allows(&self, instance_type: &str) -> bool {
@@ -195,6 +233,10 @@ mod tests {
             (&[(TAG_ALLOWED_TYPES, "m5*, c5.large")], |p| p.allowed_types == ["m5*", "c5.large"], 0),
             (&[(TAG_DENIED_TYPES, "*.metal t3*")], |p| p.denied_types == ["*.metal", "t3*"], 0),
             (&[(TAG_DENIED_TYPES, "m5;rm -rf")], |p| p.denied_types.is_empty(), 1),
+            (&[(TAG_ROLLOUT, "disabled")], |p| !p.rollout, 0),
+            (&[(TAG_ROLLOUT, "off")], |p| p.rollout, 1),
+            (&[(TAG_ROLLOUT_MAX_IN_FLIGHT, "2")], |p| p.rollout_in_flight == InFlight::Count(2), 0),
+            (&[(TAG_ROLLOUT_MAX_IN_FLIGHT, "200%")], |p| p.rollout_in_flight == InFlight::Percent(10), 1),
             // One bad tag does not spoil the good ones.
             (&[(TAG_MODE, "x"), (TAG_MIN_ON_DEMAND, "2")], |p| p.min_on_demand == 2 && p.mode == Mode::Enabled, 1),
         ];

@@ -7,12 +7,16 @@ use tracing::{error, info, warn};
 
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
+use crate::drift::TAG_ROLLOUT_PAUSED;
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest};
-use crate::model::{Epoch, Group, Hold, Instance, Market, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES};
+use crate::model::{
+    Epoch, Group, Hold, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES,
+};
 use crate::plan::{self, GroupPlan, ScanInput};
 use crate::policy::Mode;
 use crate::pools::{self, Backoffs};
+use crate::reserved::{self, OnDemand};
 use crate::savings::{self, Savings};
 
 /// What one scan saw and did. The scanner logs it as one line and returns it.
@@ -31,6 +35,16 @@ pub struct ScanSummary {
     pub pools_backed_off: usize,
     /// On-Demand instances left alone because every compatible Spot pool is backed off.
     pub held_back: usize,
+    /// Instances running another launch template, version or AMI than their group's current
+    /// one; replacements of such instances enqueued now (in either market) and under way; groups
+    /// whose rollout is paused.
+    pub outdated: usize,
+    pub rollout: usize,
+    pub rollout_in_flight: usize,
+    pub rollouts_paused: usize,
+    /// Reserved-Instance coverage (absent when turned off or when there is no reservation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<ReservedSummary>,
     pub in_flight: usize,
     pub cleaned_up: usize,
     pub resumed: usize,
@@ -50,6 +64,18 @@ pub struct ScanSummary {
     pub errors: Vec<String>,
 }
 
+/// How the account's reservations fall on the opted-in groups' On-Demand instances.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReservedSummary {
+    /// On-Demand instances of opted-in groups that reservations fully pay for (kept On-Demand),
+    /// and those they do not.
+    pub covered: usize,
+    pub uncovered: usize,
+    /// Reservations no running instance uses, e.g. "2 x c5.large in eu-west-1a (zonal)".
+    pub unused: Vec<String>,
+    pub unused_units: f64,
+}
+
 /// One scan. Fails only when it cannot read the account; a failed action is logged, listed in
 /// `errors`, and retried by the next scan.
 pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<ScanSummary, AwsError> {
@@ -65,12 +91,16 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
 
     let mut notes = Vec::new();
     let compatible = compatible_types(cloud, config, &opted_in, &instances, now, &mut notes).await;
+    let current = current_templates(cloud, config, &opted_in, &mut notes).await;
+    let coverage = reserved_coverage(cloud, config, &opted_in, &instances, &mut notes).await;
     let input = ScanInput {
+        reserved: coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
         opted_in,
         raised,
         instances,
         spots,
         compatible,
+        current,
         now,
         defaults: config.policy.clone(),
         orphan_deadline: config.orphan_deadline,
@@ -86,12 +116,25 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
         dry_run_groups: plan.groups.iter().filter(|g| g.mode == Mode::DryRun).count(),
         pools_backed_off: plan.groups.iter().map(|g| g.backed_off_pools).sum(),
         held_back: plan.groups.iter().map(|g| g.held_back).sum(),
+        outdated: plan.groups.iter().map(|g| g.outdated).sum(),
+        rollout: plan.groups.iter().map(|g| g.rollout.len()).sum(),
+        rollout_in_flight: plan.groups.iter().map(|g| g.rollout_in_flight).sum(),
+        rollouts_paused: plan.groups.iter().filter(|g| g.rollout_paused.is_some()).count(),
+        reserved: coverage.map(|c| ReservedSummary {
+            covered: c.covered.len(),
+            uncovered: c.uncovered,
+            unused: c.unused,
+            unused_units: c.unused_units,
+        }),
         in_flight: plan.groups.iter().map(|g| g.in_flight).sum(),
         notes,
         ..Default::default()
     };
     for g in &plan.groups {
         summary.notes.extend(g.notes.iter().map(|n| format!("group {}: {n}", g.name)));
+        if let Some(why) = &g.rollout_paused {
+            warn!(asg = %g.name, reason = %why, "rollout paused");
+        }
     }
 
     summary.spot_managed = managed.len();
@@ -133,6 +176,107 @@ async fn remove_ended_backoffs<C: Cloud>(
             failed(summary, &format!("could not remove ended backoff tags of {}", g.name), &e);
         }
     }
+}
+
+/// What each opted-in group launches now, for the groups that roll out or have a paused rollout:
+/// one paginated call for all templates named by `$Latest` / `$Default`, one per template pinned
+/// to a number. A failed lookup costs this scan's rollout, and pauses groups with a pause tag.
+async fn current_templates<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    groups: &[Group],
+    notes: &mut Vec<String>,
+) -> BTreeMap<String, TemplateVersion> {
+    let named: Vec<(&str, (String, String))> = groups
+        .iter()
+        .filter(|g| config.policy.for_group(&g.tags).0.rollout || g.tags.contains_key(TAG_ROLLOUT_PAUSED))
+        .filter_map(|g| match &g.launch {
+            LaunchSource::Template { id, version } => Some((g.name.as_str(), (id.clone(), version.clone()))),
+            _ => None,
+        })
+        .collect();
+    if named.is_empty() {
+        return BTreeMap::new();
+    }
+    let wanted: Vec<(String, String)> =
+        named.iter().map(|(_, k)| k.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let found = match cloud.template_versions(&wanted).await {
+        Ok(found) => found,
+        Err(e) => {
+            warn!(code = e.code(), error = %e, "could not read launch templates; no rollout this scan");
+            notes.push(format!("no rollout this scan: could not read launch templates: {e}"));
+            return BTreeMap::new();
+        }
+    };
+    named
+        .into_iter()
+        .filter_map(|(group, key)| match found.get(&key) {
+            Some(v) => Some((group.to_string(), v.clone())),
+            None => {
+                notes.push(format!("group {group}: launch template {} version {} not found", key.0, key.1));
+                None
+            }
+        })
+        .collect()
+}
+
+/// Which On-Demand instances of the opted-in groups active reservations (and declared ones)
+/// fully pay for, after the account's other On-Demand instances have used them. One
+/// DescribeReservedInstances; one DescribeInstances of the reserved families when there is any
+/// reservation. A failed lookup means no instance is kept for a reservation this scan.
+async fn reserved_coverage<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    groups: &[Group],
+    instances: &[Instance],
+    notes: &mut Vec<String>,
+) -> Option<reserved::Coverage> {
+    if !config.reserved_instances || groups.is_empty() {
+        return None;
+    }
+    let mut reservations = match cloud.reserved_instances().await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(code = e.code(), error = %e, "could not read Reserved Instances; none applied this scan");
+            notes.push(format!("Reserved Instances not applied this scan: {e}"));
+            Vec::new()
+        }
+    };
+    reservations.extend(config.declared_reservations.iter().cloned());
+    if reservations.is_empty() {
+        return None;
+    }
+    let types: Vec<String> = reservations
+        .iter()
+        .flat_map(reserved::usable_by)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let everyone = match cloud.instances(&InstanceQuery::Types(types), LIVE).await {
+        Ok(found) => found,
+        Err(e) => {
+            warn!(code = e.code(), error = %e, "could not read the account's instances; no reservation applied");
+            notes.push(format!("Reserved Instances not applied this scan: {e}"));
+            return None;
+        }
+    };
+    let members: std::collections::BTreeSet<&str> =
+        groups.iter().flat_map(|g| g.members.iter().map(|m| m.id.as_str())).collect();
+    let on_demand = |i: &&Instance| !i.spot;
+    fn view(i: &Instance) -> OnDemand<'_> {
+        OnDemand {
+            id: &i.id,
+            instance_type: &i.instance_type,
+            availability_zone: i.availability_zone.as_deref().unwrap_or_default(),
+            platform: &i.platform,
+            tenancy: &i.tenancy,
+        }
+    }
+    let outside: Vec<OnDemand> =
+        everyone.iter().filter(on_demand).filter(|i| !members.contains(i.id.as_str())).map(view).collect();
+    let inside: Vec<OnDemand> =
+        instances.iter().filter(on_demand).filter(|i| members.contains(i.id.as_str())).map(view).collect();
+    Some(reserved::coverage(&reservations, &outside, &inside))
 }
 
 /// Compatible Spot types of the On-Demand instance types in groups that have per-type pool
@@ -227,7 +371,8 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
             .candidates
             .iter()
             .map(|id| (id, Market::Spot))
-            .chain(g.to_on_demand.iter().map(|id| (id, Market::OnDemand)));
+            .chain(g.to_on_demand.iter().map(|id| (id, Market::OnDemand)))
+            .chain(g.rollout.iter().map(|(id, market)| (id, *market)));
         for (id, market) in moves {
             if g.mode == Mode::DryRun {
                 info!(asg = %g.name, old = %id, dry_run = true, "would replace with {}", market.as_str());

@@ -9,11 +9,12 @@ use tracing::{info, warn};
 use crate::batch::Outcome;
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, ANY_STATE, LIVE};
 use crate::config::Config;
+use crate::drift::{drift, fingerprint, pause_value, paused_since, TAG_ROLLOUT_PAUSED};
 use crate::launch::{on_error, paused, set_aside};
 use crate::message::{to_body, SwapRequest};
 use crate::metrics::{self, Metrics};
 use crate::model::{
-    Epoch, Group, Instance, Market, Tags, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    Epoch, Group, Instance, LaunchSource, Market, Tags, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
 use crate::plan;
 use crate::policy::Mode;
@@ -127,6 +128,7 @@ impl<C: Cloud> Swap<'_, C> {
         };
         if let Some(why) = wait {
             if self.now >= spot.launch_time + self.config.ready_deadline {
+                self.pause_rollout(spot, &group).await;
                 return self
                     .abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline))
                     .await;
@@ -262,6 +264,40 @@ impl<C: Cloud> Swap<'_, C> {
             Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {} s", self.config.ready_delay)),
             Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
             Err(e) => on_error("could not re-enqueue the swap", e),
+        }
+    }
+
+    /// The copy never became ready. If it runs the group's current configuration and the
+    /// instance it replaces does not, that configuration is being rolled out and is bad: pause
+    /// it for the whole group (see [`crate::drift`]), not just for this instance.
+    async fn pause_rollout(&self, spot: &Instance, group: &Group) {
+        let LaunchSource::Template { id, version } = &group.launch else { return };
+        let key = (id.clone(), version.clone());
+        let current = match self.cloud.template_versions(std::slice::from_ref(&key)).await {
+            Ok(mut found) => match found.remove(&key) {
+                Some(c) => c,
+                None => return,
+            },
+            Err(e) => return warn!(error = %e, "could not read the launch template; rollout not paused"),
+        };
+        if drift(spot, &current).is_some() || paused_since(&group.tags, &current).is_some() {
+            // Launched from a configuration the group has left already, or paused already.
+            return;
+        }
+        let old = match self.cloud.instances(&InstanceQuery::Ids(vec![self.req.old.clone()]), ANY_STATE).await {
+            Ok(found) => found.into_iter().next(),
+            Err(e) => return warn!(error = %e, "could not read the replaced instance; rollout not paused"),
+        };
+        if !old.is_some_and(|o| drift(&o, &current).is_some()) {
+            return;
+        }
+        let tags = Tags::from([(TAG_ROLLOUT_PAUSED.to_string(), pause_value(&current, self.now))]);
+        match self.cloud.tag_group(&group.name, &tags).await {
+            Ok(()) => {
+                self.metrics.incr(metrics::ROLLOUTS_PAUSED);
+                warn!(asg = %group.name, configuration = %fingerprint(&current), spot = %spot.id, "rollout paused: a new instance failed its status checks");
+            }
+            Err(e) => warn!(asg = %group.name, error = %e, "could not pause the rollout"),
         }
     }
 

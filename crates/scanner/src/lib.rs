@@ -25,6 +25,8 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
     m.add(metrics::SCAN_ERRORS, summary.errors.len() as f64);
     m.add(metrics::SPOT_INSTANCES_MANAGED, summary.spot_managed as f64);
     m.add(metrics::ON_DEMAND_HELD_BACK, summary.held_back as f64);
+    m.add(metrics::OUTDATED_INSTANCES, summary.outdated as f64);
+    m.add(metrics::RESERVED_COVERED, summary.reserved.as_ref().map_or(0, |r| r.covered) as f64);
     if let Some(s) = &summary.savings {
         m.set(metrics::ESTIMATED_HOURLY_SAVINGS, s.usd_per_hour, Unit::None);
     }
@@ -40,6 +42,11 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
         dry_run_groups = summary.dry_run_groups,
         pools_backed_off = summary.pools_backed_off,
         held_back = summary.held_back,
+        outdated = summary.outdated,
+        rollout = summary.rollout,
+        rollout_in_flight = summary.rollout_in_flight,
+        rollouts_paused = summary.rollouts_paused,
+        reserved_covered = summary.reserved.as_ref().map(|r| r.covered),
         in_flight = summary.in_flight,
         cleaned_up = summary.cleaned_up,
         resumed = summary.resumed,

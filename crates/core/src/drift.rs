@@ -1,0 +1,112 @@
+//! Configuration drift: which instances run another launch template, version or AMI than their
+//! group launches now, and the per-group pause of a rollout whose new instances failed their
+//! checks. Pure; the scanner, the spot-creator and the swapper share it.
+
+use crate::model::{Epoch, Instance, Tags, TemplateVersion};
+
+/// Set by EC2 on every instance launched from a launch template (by a group, RunInstances or a
+/// fleet): the template and the version number it resolved to.
+pub const TAG_TEMPLATE_ID: &str = "aws:ec2launchtemplate:id";
+pub const TAG_TEMPLATE_VERSION: &str = "aws:ec2launchtemplate:version";
+/// On a group: `<fingerprint> <epoch>`, the configuration whose new instances did not pass their
+/// status checks, and since when. No instance is launched from that configuration until the
+/// group's template changes or someone removes the tag.
+pub const TAG_ROLLOUT_PAUSED: &str = "asg-optimiser:rollout-paused";
+
+/// Why `i` runs another configuration than `current`, if it does. An instance without the
+/// launch-template tags (attached by hand, or from an emulator that does not set them) is judged
+/// by its AMI alone; without an AMI on either side, it is not outdated.
+pub fn drift(i: &Instance, current: &TemplateVersion) -> Option<String> {
+    if let Some(id) = i.tag(TAG_TEMPLATE_ID).filter(|id| *id != current.template_id) {
+        return Some(format!("launched from {id}, the group now uses {}", current.template_id));
+    }
+    if let Some(v) = i.tag(TAG_TEMPLATE_VERSION).filter(|v| v.parse::<i64>().ok() != Some(current.number)) {
+        return Some(format!("launched from version {v} of {}, now {}", current.template_id, current.number));
+    }
+    match (&i.image_id, &current.image_id) {
+        (Some(ami), Some(now)) if ami != now => Some(format!("runs {ami}, the group now launches {now}")),
+        _ => None,
+    }
+}
+
+/// Names a configuration in [`TAG_ROLLOUT_PAUSED`]: `<template id>:<version>:<AMI>`.
+pub fn fingerprint(v: &TemplateVersion) -> String {
+    format!("{}:{}:{}", v.template_id, v.number, v.image_id.as_deref().unwrap_or_default())
+}
+
+/// The tag value that pauses the rollout of `current`.
+pub fn pause_value(current: &TemplateVersion, now: Epoch) -> String {
+    format!("{} {now}", fingerprint(current))
+}
+
+/// Since when the group's rollout of `current` is paused, if it is. A pause recorded for another
+/// configuration (the group has moved on) or unreadable is no pause.
+pub fn paused_since(tags: &Tags, current: &TemplateVersion) -> Option<Epoch> {
+    let (print, since) = tags.get(TAG_ROLLOUT_PAUSED)?.trim().split_once(' ')?;
+    (print == fingerprint(current)).then(|| since.trim().parse().ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current() -> TemplateVersion {
+        TemplateVersion {
+            template_id: "lt-1".into(),
+            number: 3,
+            image_id: Some("ami-new".into()),
+            instance_type: Some("m5.large".into()),
+        }
+    }
+
+    fn instance(tags: &[(&str, &str)], ami: Option<&str>) -> Instance {
+        Instance {
+            id: "i-00000001".into(),
+            image_id: ami.map(str::to_string),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn drift_table() {
+        let (id, v) = (TAG_TEMPLATE_ID, TAG_TEMPLATE_VERSION);
+        // (tags, AMI, outdated because ...)
+        let cases: &[(&[(&str, &str)], Option<&str>, Option<&str>)] = &[
+            (&[(id, "lt-1"), (v, "3")], Some("ami-new"), None),
+            (&[(id, "lt-1"), (v, "2")], Some("ami-new"), Some("version 2")),
+            (&[(id, "lt-0"), (v, "3")], Some("ami-new"), Some("launched from lt-0")),
+            // Same version, but its SSM parameter now resolves to another AMI.
+            (&[(id, "lt-1"), (v, "3")], Some("ami-old"), Some("runs ami-old")),
+            (&[(id, "lt-1"), (v, "$Latest")], Some("ami-new"), Some("version $Latest")),
+            // No template tags: the AMI decides.
+            (&[], Some("ami-new"), None),
+            (&[], Some("ami-old"), Some("runs ami-old")),
+            (&[], None, None),
+        ];
+        for &(tags, ami, want) in cases {
+            let got = drift(&instance(tags, ami), &current());
+            match want {
+                None => assert_eq!(got, None, "{tags:?} {ami:?}"),
+                Some(part) => assert!(got.as_deref().is_some_and(|g| g.contains(part)), "{tags:?} {ami:?}: {got:?}"),
+            }
+        }
+        // A template without an AMI of its own (unusual) judges by template and version only.
+        let no_ami = TemplateVersion { image_id: None, ..current() };
+        assert_eq!(drift(&instance(&[], Some("ami-old")), &no_ami), None);
+    }
+
+    #[test]
+    fn a_pause_holds_only_for_the_configuration_it_names() {
+        let mut tags = Tags::new();
+        assert_eq!(paused_since(&tags, &current()), None);
+        tags.insert(TAG_ROLLOUT_PAUSED.into(), pause_value(&current(), 1_800_000_000));
+        assert_eq!(paused_since(&tags, &current()), Some(1_800_000_000));
+        let next = TemplateVersion { number: 4, ..current() };
+        assert_eq!(paused_since(&tags, &next), None);
+        let reresolved = TemplateVersion { image_id: Some("ami-newer".into()), ..current() };
+        assert_eq!(paused_since(&tags, &reresolved), None);
+        tags.insert(TAG_ROLLOUT_PAUSED.into(), "garbage".into());
+        assert_eq!(paused_since(&tags, &current()), None);
+    }
+}
