@@ -533,7 +533,8 @@ impl Cloud for AwsCloud {
         let mut found: Vec<ec2::types::LaunchTemplateVersion> = Vec::new();
         if by_template.values().filter(|vs| vs.iter().any(|v| v.starts_with('$'))).count() > 1 {
             // One paginated call describes `$Latest` and `$Default` of every template in the
-            // account, instead of one call per template.
+            // account, instead of one call per template. If it fails (another template of the
+            // account may be what it trips on), the calls per template below still answer.
             let mut pages = self
                 .ec2
                 .describe_launch_template_versions()
@@ -544,8 +545,14 @@ impl Cloud for AwsCloud {
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(err("ec2:DescribeLaunchTemplateVersions"))?;
-                found.extend(page.launch_template_versions().iter().cloned());
+                match page.map_err(err("ec2:DescribeLaunchTemplateVersions")) {
+                    Ok(page) => found.extend(page.launch_template_versions().iter().cloned()),
+                    Err(e) => {
+                        tracing::warn!(code = e.code(), error = %e, "could not describe every template at once; one call per template");
+                        found.clear();
+                        break;
+                    }
+                }
             }
         }
         for (id, versions) in &by_template {
@@ -565,7 +572,7 @@ impl Cloud for AwsCloud {
                 .map_err(err("ec2:DescribeLaunchTemplateVersions"));
             match answer {
                 Ok(page) => found.extend(page.launch_template_versions().iter().cloned()),
-                // A template deleted under the group: the caller sees it missing.
+                // A template or version deleted under the group: the caller sees it missing.
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }

@@ -23,7 +23,9 @@ pub fn drift(i: &Instance, current: &TemplateVersion) -> Option<String> {
     if let Some(v) = i.tag(TAG_TEMPLATE_VERSION).filter(|v| v.parse::<i64>().ok() != Some(current.number)) {
         return Some(format!("launched from version {v} of {}, now {}", current.template_id, current.number));
     }
-    match (&i.image_id, &current.image_id) {
+    // An AMI still reading `resolve:ssm:...` was not resolved (no permission on the parameter):
+    // compare nothing rather than call every instance outdated.
+    match (&i.image_id, current.image_id.as_ref().filter(|a| !a.starts_with("resolve:"))) {
         (Some(ami), Some(now)) if ami != now => Some(format!("runs {ami}, the group now launches {now}")),
         _ => None,
     }
@@ -94,6 +96,8 @@ mod tests {
         // A template without an AMI of its own (unusual) judges by template and version only.
         let no_ami = TemplateVersion { image_id: None, ..current() };
         assert_eq!(drift(&instance(&[], Some("ami-old")), &no_ami), None);
+        let unresolved = TemplateVersion { image_id: Some("resolve:ssm:/golden/ami".into()), ..current() };
+        assert_eq!(drift(&instance(&[], Some("ami-old")), &unresolved), None);
     }
 
     #[test]

@@ -63,7 +63,10 @@ impl AwsError {
     /// The service says an id does not exist (`InvalidInstanceID.NotFound`, `...Malformed`).
     pub fn is_not_found(&self) -> bool {
         let code = self.code();
-        code.ends_with(".NotFound") || code.ends_with(".Malformed") || code == "InvalidInstanceID"
+        code.ends_with(".NotFound")
+            || code.ends_with(".VersionNotFound")
+            || code.ends_with(".Malformed")
+            || code == "InvalidInstanceID"
     }
 }
 

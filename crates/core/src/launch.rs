@@ -165,6 +165,9 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             rfc3339(since)
         ));
     }
+    if same_market && !policy.rollout {
+        return Outcome::Dropped(format!("the rollout of {group_name} is disabled; {old_id} kept"));
+    }
     if same_market && current.as_ref().and_then(|c| drift(&old, c)).is_none() {
         return Outcome::Dropped(format!(
             "{old_id} is already {} and runs the group's current configuration",

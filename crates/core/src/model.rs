@@ -144,36 +144,50 @@ impl Instance {
     }
 }
 
-/// Why an On-Demand instance is not a candidate until `until`.
+/// Why an instance is not a candidate until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
-    /// A scan enqueued it: its replacement is under way.
-    Claim { until: Epoch },
+    /// A scan enqueued it: its replacement is under way. `same_market` when the copy is bought in
+    /// the instance's own market (a rollout), so that the floor does not count it as leaving
+    /// before its copy exists.
+    Claim { until: Epoch, same_market: bool },
     /// Its replacement failed (no capacity, protection, not ready in time): try again later.
     Skip { until: Epoch },
 }
 
+const SAME_MARKET: &str = "same-market";
+
 impl Hold {
+    pub fn claim(until: Epoch) -> Hold {
+        Hold::Claim { until, same_market: false }
+    }
+
     pub fn parse(value: &str) -> Option<Hold> {
-        let (kind, until) = value.split_once(' ')?;
-        let until = until.trim().parse().ok()?;
+        let mut words = value.split(' ');
+        let (kind, until) = (words.next()?, words.next()?.trim().parse().ok()?);
+        let same_market = match words.next() {
+            None => false,
+            Some(SAME_MARKET) => true,
+            Some(_) => return None,
+        };
         match kind {
-            "claim" => Some(Hold::Claim { until }),
-            "skip" => Some(Hold::Skip { until }),
+            "claim" => Some(Hold::Claim { until, same_market }),
+            "skip" if !same_market => Some(Hold::Skip { until }),
             _ => None,
         }
     }
 
     pub fn value(&self) -> String {
         match self {
-            Hold::Claim { until } => format!("claim {until}"),
+            Hold::Claim { until, same_market: false } => format!("claim {until}"),
+            Hold::Claim { until, same_market: true } => format!("claim {until} {SAME_MARKET}"),
             Hold::Skip { until } => format!("skip {until}"),
         }
     }
 
     pub fn until(&self) -> Epoch {
         match self {
-            Hold::Claim { until } | Hold::Skip { until } => *until,
+            Hold::Claim { until, .. } | Hold::Skip { until } => *until,
         }
     }
 }
@@ -304,10 +318,11 @@ mod tests {
 
     #[test]
     fn hold_round_trips_and_rejects_garbage() {
-        for hold in [Hold::Claim { until: 17 }, Hold::Skip { until: 1_800_000_000 }] {
+        for hold in [Hold::claim(17), Hold::Claim { until: 17, same_market: true }, Hold::Skip { until: 1_800_000_000 }]
+        {
             assert_eq!(Hold::parse(&hold.value()), Some(hold));
         }
-        for bad in ["", "claim", "claim x", "later 5", "claim5"] {
+        for bad in ["", "claim", "claim x", "later 5", "claim5", "claim 5 x", "skip 5 same-market"] {
             assert_eq!(Hold::parse(bad), None, "{bad:?}");
         }
     }

@@ -103,8 +103,8 @@ pub struct ScanPlan {
     pub orphans: Vec<Orphan>,
     pub stalled: Vec<SwapRequest>,
     pub repairs: Vec<MaxRepair>,
-    /// Backoff tags whose every entry has ended, per group.
-    pub stale_backoffs: Vec<(String, Vec<String>)>,
+    /// Tags of ours that no longer mean anything, per group: see [`stale_tags`].
+    pub stale_tags: Vec<(String, Vec<String>)>,
     pub notes: Vec<String>,
 }
 
@@ -133,11 +133,9 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
     let default_dry = input.defaults.mode == Mode::DryRun;
     let is_dry = |group: &str| modes.get(group).map_or(default_dry, |m| *m == Mode::DryRun);
     for g in &input.opted_in {
-        let (backoffs, _) = Backoffs::from_tags(&g.tags);
-        let stale: Vec<String> =
-            backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
+        let stale = stale_tags(g, input.current.get(&g.name), now);
         if !stale.is_empty() && !is_dry(&g.name) {
-            plan.stale_backoffs.push((g.name.clone(), stale));
+            plan.stale_tags.push((g.name.clone(), stale));
         }
     }
 
@@ -249,7 +247,13 @@ fn plan_group(
         if copies.is_some() || matches!(hold, Some(Hold::Claim { .. })) {
             in_flight.insert(m.id.as_str());
             plan.rollout_in_flight += usize::from(outdated);
-            if !i.spot {
+            // A copy in the instance's own market (a rollout) changes nothing for the floor.
+            let same_market = match copies.and_then(|cs| cs.first()) {
+                Some(copy) => Market::of(copy) == Market::of(i),
+                None => matches!(hold, Some(Hold::Claim { same_market: true, .. })),
+            };
+            if same_market {
+            } else if !i.spot {
                 leaving += 1;
             } else if !copies.is_some_and(|cs| cs.iter().any(|c| g.member(&c.id).is_some())) {
                 // Once attached, the copy counts as an On-Demand member already.
@@ -396,6 +400,18 @@ fn held_back(
     })
 }
 
+/// Tags of ours on `g` that no longer mean anything: backoffs whose every entry has ended, and a
+/// rollout pause that names another configuration than `current` (the group has moved on).
+pub fn stale_tags(g: &Group, current: Option<&TemplateVersion>, now: Epoch) -> Vec<String> {
+    let (backoffs, _) = Backoffs::from_tags(&g.tags);
+    let mut stale: Vec<String> =
+        backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
+    if g.tags.contains_key(TAG_ROLLOUT_PAUSED) && current.is_some_and(|c| paused_since(&g.tags, c).is_none()) {
+        stale.push(TAG_ROLLOUT_PAUSED.to_string());
+    }
+    stale
+}
+
 /// Our Spot instances serving in opted-in groups, as (instance type, Availability Zone).
 pub fn managed_spots(input: &ScanInput) -> Vec<(String, String)> {
     let members: BTreeSet<&str> = input.opted_in.iter().flat_map(|g| g.members.iter().map(|m| m.id.as_str())).collect();
@@ -534,8 +550,8 @@ mod tests {
             tags: [("AsgOptimiser".into(), "true".into()), (TAG_MAX_IN_FLIGHT.into(), "2".into())].into(),
             ..group("web", 4, members)
         };
-        let claimed = with_tag(od("i-00000001", 1), TAG_HOLD, &Hold::Claim { until: NOW + 60 }.value());
-        let expired = with_tag(od("i-00000003", 3), TAG_HOLD, &Hold::Claim { until: NOW - 1 }.value());
+        let claimed = with_tag(od("i-00000001", 1), TAG_HOLD, &Hold::claim(NOW + 60).value());
+        let expired = with_tag(od("i-00000003", 3), TAG_HOLD, &Hold::claim(NOW - 1).value());
         let instances = vec![claimed, od("i-00000002", 2), expired, od("i-00000004", 4)];
 
         let plan = plan_scan(&input(vec![g.clone()], instances.clone(), vec![]));
@@ -725,9 +741,9 @@ mod tests {
         let (mut g, instances) = floor_group(2, 2, &[]);
         g.tags.insert(backoff.clone(), format!("*={}", NOW - 1));
         let plan = plan_scan(&input(vec![g.clone()], instances.clone(), vec![]));
-        assert_eq!(plan.stale_backoffs, [("web".to_string(), vec![backoff])]);
+        assert_eq!(plan.stale_tags, [("web".to_string(), vec![backoff])]);
         g.tags.insert(TAG_MODE.into(), "dry-run".into());
-        assert!(plan_scan(&input(vec![g], instances, vec![])).stale_backoffs.is_empty());
+        assert!(plan_scan(&input(vec![g], instances, vec![])).stale_tags.is_empty());
     }
 
     #[test]
@@ -816,7 +832,7 @@ mod tests {
     fn rollouts_under_way_use_up_the_rollout_limit() {
         let (g, instances) = floor_group(4, 0, &[(crate::policy::TAG_ROLLOUT_MAX_IN_FLIGHT, "2")]);
         let mut instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
-        instances[0] = with_tag(instances[0].clone(), TAG_HOLD, &Hold::Claim { until: NOW + 60 }.value());
+        instances[0] = with_tag(instances[0].clone(), TAG_HOLD, &Hold::claim(NOW + 60).value());
         let plan = plan_scan(&ScanInput { current: current(), ..input(vec![g], instances, vec![]) });
         let gp = &plan.groups[0];
         assert_eq!((gp.rollout_in_flight, gp.outdated, gp.rollout.len()), (1, 3, 1), "{gp:?}");
@@ -839,6 +855,7 @@ mod tests {
         next.get_mut("web").unwrap().number = 3;
         let plan = plan_scan(&ScanInput { current: next, ..input(vec![g.clone()], instances.clone(), vec![]) });
         assert_eq!((plan.groups[0].rollout_paused.as_ref(), plan.groups[0].candidates.len()), (None, 1));
+        assert_eq!(plan.stale_tags, [("web".to_string(), vec![TAG_ROLLOUT_PAUSED.to_string()])]);
         // The template could not be read: a pause tag is enough to hold.
         let plan = plan_scan(&input(vec![g], instances, vec![]));
         assert!(plan.groups[0].rollout_paused.is_some() && plan.groups[0].candidates.is_empty());
@@ -852,5 +869,37 @@ mod tests {
         let gp = &plan.groups[0];
         assert_eq!(gp.candidates, ["i-00000002", "i-00000004"]);
         assert_eq!(gp.reserved, 2);
+    }
+
+    #[test]
+    fn a_rollout_in_flight_in_its_own_market_leaves_the_floor_alone() {
+        use crate::policy::TAG_ROLLOUT_MAX_IN_FLIGHT;
+        let tags: &[(&str, &str)] = &[(TAG_MIN_ON_DEMAND, "2"), (TAG_ROLLOUT_MAX_IN_FLIGHT, "2")];
+        let (g, instances) = floor_group(4, 2, tags); // i-1, i-2 On-Demand; i-3, i-4 Spot
+        let instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
+        let same = Hold::Claim { until: NOW + 60, same_market: true }.value();
+        // (what is in flight for which instance) -> Spot instances moved to On-Demand
+        let spot_copy = spot("i-000000aa", "web", "i-00000003", NOW - 30);
+        let od_copy = Instance { spot: false, ..spot("i-000000bb", "web", "i-00000001", NOW - 30) };
+        let cases: Vec<(&str, Vec<Instance>, Option<(usize, String)>, usize)> = vec![
+            ("Spot copy of a Spot instance", vec![spot_copy], None, 0),
+            ("On-Demand copy of an On-Demand instance", vec![od_copy], None, 0),
+            ("claimed for its own market, no copy yet", vec![], Some((0, same)), 0),
+            // A claim for a market move: the On-Demand instance is leaving, a Spot one replaces it.
+            ("claimed to move to Spot", vec![], Some((0, Hold::claim(NOW + 60).value())), 1),
+        ];
+        for (what, copies, hold, want) in cases {
+            let mut instances = instances.clone();
+            if let Some((k, value)) = hold {
+                instances[k] = with_tag(instances[k].clone(), TAG_HOLD, &value);
+            }
+            let plan = plan_scan(&ScanInput { current: current(), ..input(vec![g.clone()], instances, copies) });
+            let gp = &plan.groups[0];
+            assert_eq!(
+                (gp.to_on_demand.len(), gp.candidates.len(), gp.rollout_in_flight),
+                (want, 0, 1),
+                "{what}: {gp:?}"
+            );
+        }
     }
 }

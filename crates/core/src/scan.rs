@@ -7,7 +7,6 @@ use tracing::{error, info, warn};
 
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
-use crate::drift::TAG_ROLLOUT_PAUSED;
 use crate::error::AwsError;
 use crate::message::{to_body, SpotRequest};
 use crate::model::{
@@ -91,7 +90,7 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
 
     let mut notes = Vec::new();
     let compatible = compatible_types(cloud, config, &opted_in, &instances, now, &mut notes).await;
-    let current = current_templates(cloud, config, &opted_in, &mut notes).await;
+    let current = current_templates(cloud, &opted_in, &mut notes).await;
     let coverage = reserved_coverage(cloud, config, &opted_in, &instances, &mut notes).await;
     let input = ScanInput {
         reserved: coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
@@ -144,17 +143,19 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     clean_up(cloud, &plan.orphans, &mut summary).await;
     resume(cloud, config, &plan.stalled, &mut summary).await;
     repair(cloud, &plan.repairs, &mut summary).await;
-    remove_ended_backoffs(cloud, now, &plan.stale_backoffs, &mut summary).await;
+    remove_stale_tags(cloud, now, &input.current, &plan.stale_tags, &mut summary).await;
 
     summary.per_group = plan.groups;
     Ok(summary)
 }
 
-/// Delete backoff tags whose entries have all ended, re-reading the groups right before: the
-/// spot-creator or the interruption handler may have backed off a pool since the scan read them.
-async fn remove_ended_backoffs<C: Cloud>(
+/// Delete tags of ours that no longer mean anything ([`plan::stale_tags`]), re-reading the
+/// groups right before: the spot-creator, the swapper or the interruption handler may have
+/// backed off a pool or paused a rollout since the scan read them.
+async fn remove_stale_tags<C: Cloud>(
     cloud: &C,
     now: Epoch,
+    current: &BTreeMap<String, TemplateVersion>,
     stale: &[(String, Vec<String>)],
     summary: &mut ScanSummary,
 ) {
@@ -163,33 +164,30 @@ async fn remove_ended_backoffs<C: Cloud>(
     }
     let fresh = match cloud.groups(&GroupQuery::Named(stale.iter().map(|(g, _)| g.clone()).collect())).await {
         Ok(groups) => groups,
-        Err(e) => return failed(summary, "could not re-read groups to remove ended backoffs", &e),
+        Err(e) => return failed(summary, "could not re-read groups to remove stale tags", &e),
     };
     for g in &fresh {
-        let (backoffs, _) = Backoffs::from_tags(&g.tags);
-        let keys: Vec<String> =
-            backoffs.expired_zones(now).into_iter().map(|az| format!("{}{az}", pools::TAG_BACKOFF_PREFIX)).collect();
+        let keys = plan::stale_tags(g, current.get(&g.name), now);
         if keys.is_empty() {
             continue;
         }
         if let Err(e) = cloud.untag_group(&g.name, &keys).await {
-            failed(summary, &format!("could not remove ended backoff tags of {}", g.name), &e);
+            failed(summary, &format!("could not remove stale tags of {}", g.name), &e);
         }
     }
 }
 
-/// What each opted-in group launches now, for the groups that roll out or have a paused rollout:
-/// one paginated call for all templates named by `$Latest` / `$Default`, one per template pinned
-/// to a number. A failed lookup costs this scan's rollout, and pauses groups with a pause tag.
+/// What each opted-in group launches now (also where rollout is disabled: its outdated instances
+/// are still counted): one paginated call for every template of the account when more than one
+/// is named by `$Latest` / `$Default`, otherwise one call per template. A failed lookup costs
+/// this scan's rollout, and holds groups with a pause tag.
 async fn current_templates<C: Cloud>(
     cloud: &C,
-    config: &Config,
     groups: &[Group],
     notes: &mut Vec<String>,
 ) -> BTreeMap<String, TemplateVersion> {
     let named: Vec<(&str, (String, String))> = groups
         .iter()
-        .filter(|g| config.policy.for_group(&g.tags).0.rollout || g.tags.contains_key(TAG_ROLLOUT_PAUSED))
         .filter_map(|g| match &g.launch {
             LaunchSource::Template { id, version } => Some((g.name.as_str(), (id.clone(), version.clone()))),
             _ => None,
@@ -260,9 +258,24 @@ async fn reserved_coverage<C: Cloud>(
             return None;
         }
     };
-    let members: std::collections::BTreeSet<&str> =
-        groups.iter().flat_map(|g| g.members.iter().map(|m| m.id.as_str())).collect();
-    let on_demand = |i: &&Instance| !i.spot;
+    // Inside: On-Demand members the scanner may move. A member that cannot move (protected, or
+    // in a disabled or unsupported group) is billed like any instance outside: it uses the
+    // reservations first. A copy of ours not attached yet takes nothing (the instance it
+    // replaces holds the share), nor does one attached while that instance is still there.
+    let mut movable = std::collections::BTreeSet::new();
+    let mut members = std::collections::BTreeSet::new();
+    for g in groups {
+        let fixed = config.policy.for_group(&g.tags).0.mode == Mode::Disabled || g.unsupported().is_some();
+        for m in &g.members {
+            members.insert(m.id.as_str());
+            if !fixed && !m.protected_from_scale_in {
+                movable.insert(m.id.as_str());
+            }
+        }
+    }
+    let copy_mid_swap = |i: &Instance| i.tag(TAG_REPLACES).is_some_and(|old| members.contains(old));
+    let ours_unattached = |i: &Instance| i.tag(TAG_REPLACES).is_some() && !members.contains(i.id.as_str());
+    let on_demand = |i: &&Instance| !i.spot && !ours_unattached(i) && !copy_mid_swap(i);
     fn view(i: &Instance) -> OnDemand<'_> {
         OnDemand {
             id: &i.id,
@@ -273,9 +286,9 @@ async fn reserved_coverage<C: Cloud>(
         }
     }
     let outside: Vec<OnDemand> =
-        everyone.iter().filter(on_demand).filter(|i| !members.contains(i.id.as_str())).map(view).collect();
+        everyone.iter().filter(on_demand).filter(|i| !movable.contains(i.id.as_str())).map(view).collect();
     let inside: Vec<OnDemand> =
-        instances.iter().filter(on_demand).filter(|i| members.contains(i.id.as_str())).map(view).collect();
+        instances.iter().filter(on_demand).filter(|i| movable.contains(i.id.as_str())).map(view).collect();
     Some(reserved::coverage(&reservations, &outside, &inside))
 }
 
@@ -365,33 +378,42 @@ fn failed(summary: &mut ScanSummary, what: &str, e: &AwsError) {
 /// overlap exactly might both send. Dry-run groups only log what they would enqueue.
 async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[GroupPlan], summary: &mut ScanSummary) {
     let claim = now + config.claim_ttl;
-    let mut picks: Vec<(&str, &str, Market)> = Vec::new();
+    // (group, instance, market of its copy, whether that is the instance's own market)
+    let mut picks: Vec<(&str, &str, Market, bool)> = Vec::new();
     for g in groups {
         let moves = g
             .candidates
             .iter()
-            .map(|id| (id, Market::Spot))
-            .chain(g.to_on_demand.iter().map(|id| (id, Market::OnDemand)))
-            .chain(g.rollout.iter().map(|(id, market)| (id, *market)));
-        for (id, market) in moves {
+            .map(|id| (id, Market::Spot, false))
+            .chain(g.to_on_demand.iter().map(|id| (id, Market::OnDemand, false)))
+            .chain(g.rollout.iter().map(|(id, market)| (id, *market, true)));
+        for (id, market, same_market) in moves {
             if g.mode == Mode::DryRun {
                 info!(asg = %g.name, old = %id, dry_run = true, "would replace with {}", market.as_str());
             } else {
-                picks.push((g.name.as_str(), id.as_str(), market));
+                picks.push((g.name.as_str(), id.as_str(), market, same_market));
             }
         }
     }
     if picks.is_empty() {
         return;
     }
-    let ids: Vec<String> = picks.iter().map(|(_, id, _)| id.to_string()).collect();
-    let tags = BTreeMap::from([(TAG_HOLD.to_string(), Hold::Claim { until: claim }.value())]);
-    if let Err(e) = cloud.tag_instances(&ids, &tags).await {
-        return failed(summary, "could not claim candidates; none enqueued", &e);
+    // One CreateTags per kind of claim (at most two): a rollout in the instance's own market
+    // says so, for the floor of the scans that see it before its copy exists.
+    let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, id, _, same_market) in &picks {
+        let hold = Hold::Claim { until: claim, same_market: *same_market };
+        claims.entry(hold.value()).or_default().push(id.to_string());
+    }
+    for (value, ids) in claims {
+        let tags = BTreeMap::from([(TAG_HOLD.to_string(), value)]);
+        if let Err(e) = cloud.tag_instances(&ids, &tags).await {
+            return failed(summary, "could not claim candidates; none enqueued", &e);
+        }
     }
     let messages = picks
         .iter()
-        .map(|(group, id, market)| Outgoing {
+        .map(|(group, id, market, _)| Outgoing {
             body: to_body(&SpotRequest::new(group, id, *market, claim)),
             delay_seconds: 0,
             group_id: Some(id.to_string()),
@@ -407,7 +429,7 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
                     config.claim_ttl
                 ));
             }
-            for (group, id, market) in &picks {
+            for (group, id, market, _) in &picks {
                 info!(asg = %group, old = %id, "enqueued for replacement with {}", market.as_str());
             }
         }

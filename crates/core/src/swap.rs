@@ -109,26 +109,33 @@ impl<C: Cloud> Swap<'_, C> {
         if member.protected_from_scale_in {
             return self.abandon(spot, format!("{od} is now protected from scale-in")).await;
         }
+        // Why not now, and whether it is the copy's own status checks.
         let wait = if member.lifecycle != LIFECYCLE_IN_SERVICE {
-            Some(format!("{od} is {}", member.lifecycle))
+            Some((format!("{od} is {}", member.lifecycle), false))
         } else if let Some(why) = group.unsupported() {
-            Some(format!("group {why}"))
+            Some((format!("group {why}"), false))
         } else {
             match self.cloud.health(std::slice::from_ref(spot_id)).await {
                 Ok(health) => match health.get(spot_id) {
                     Some(h) if h.passed() => None,
-                    Some(h) => Some(format!(
-                        "{spot_id} has not passed its status checks (state {}, system {}, instance {})",
-                        h.state, h.system, h.instance
+                    Some(h) => Some((
+                        format!(
+                            "{spot_id} has not passed its status checks (state {}, system {}, instance {})",
+                            h.state, h.system, h.instance
+                        ),
+                        true,
                     )),
-                    None => Some(format!("{spot_id} has no status yet")),
+                    None => Some((format!("{spot_id} has no status yet"), true)),
                 },
                 Err(e) => return on_error("could not read the copy's status", e),
             }
         };
-        if let Some(why) = wait {
+        if let Some((why, checks)) = wait {
             if self.now >= spot.launch_time + self.config.ready_deadline {
-                self.pause_rollout(spot, &group).await;
+                // Only a copy that failed its own checks says anything about its configuration.
+                if checks {
+                    self.pause_rollout(spot, &group).await;
+                }
                 return self
                     .abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline))
                     .await;
@@ -272,6 +279,9 @@ impl<C: Cloud> Swap<'_, C> {
     /// it for the whole group (see [`crate::drift`]), not just for this instance.
     async fn pause_rollout(&self, spot: &Instance, group: &Group) {
         let LaunchSource::Template { id, version } = &group.launch else { return };
+        if !self.config.policy.for_group(&group.tags).0.rollout {
+            return;
+        }
         let key = (id.clone(), version.clone());
         let current = match self.cloud.template_versions(std::slice::from_ref(&key)).await {
             Ok(mut found) => match found.remove(&key) {
