@@ -140,7 +140,8 @@ where
         SdkError::ServiceError(se) => AwsError::new(
             operation,
             se.err().code().map(str::to_owned),
-            se.err().message().map(str::to_owned),
+            // An answer without a message (an emulator's bare 500) still says something.
+            Some(se.err().message().map_or_else(|| format!("HTTP {}", se.raw().status()), str::to_owned)),
             se.raw().status() >= 500,
         ),
         SdkError::ConstructionFailure(_) => {

@@ -1,5 +1,6 @@
 //! `make demo`: an emulated account on a local moto server, the whole pipeline run through the
-//! functions' real handlers until every opted-in On-Demand instance is replaced by Spot.
+//! functions' real handlers until every opted-in On-Demand instance a reservation does not pay
+//! for is replaced by Spot; then a new launch-template version is rolled out.
 
 use e2e::account::table;
 use e2e::pipeline::environment;
@@ -15,16 +16,34 @@ async fn main() {
     account.add_group("web", 2, 4, 6, true).await;
     account.add_group("api", 2, 3, 3, true).await; // desired == max: the swap must make room
     account.add_group("reports", 1, 2, 4, false).await; // not opted in: left alone
-                                                        // moto has no Price List API: give the prices, as the PriceTable parameter would.
-    let env = environment(&account, &[("PRICE_TABLE", "m5.large=0.096:0.0334")]);
+                                                        // moto has no Price List API: give the prices, as the PriceTable parameter would. Nor has it
+                                                        // DescribeReservedInstances (each scan notes it): declare three m5.large reservations, as
+                                                        // DeclaredReservations would. The two instances of `reports` use two of them first.
+    let env =
+        environment(&account, &[("PRICE_TABLE", "m5.large=0.096:0.0334"), ("DECLARED_RESERVATIONS", "m5.large=3")]);
     let mut pipeline = Pipeline::new(account, &sdk, &env, |cloud| cloud);
     pipeline.watch().await;
 
     let before = pipeline.account.groups().await;
     println!("\nBefore (groups web and api carry AsgOptimiser=true; reports does not):\n{}", table(&before));
-    let rounds = pipeline.run_until_replaced(20).await;
+    let rounds = pipeline.run_until_settled(20).await;
     let after = pipeline.account.groups().await;
     println!("After {rounds} scans:\n{}", table(&after));
+    let kept: usize = after.iter().filter(|g| g.name != "reports").map(|g| g.on_demand().len()).sum();
+    println!("{kept} On-Demand instance kept in the opted-in groups: the third declared reservation pays for it.\n");
+
+    let (version, ami) = pipeline.account.new_template_version().await;
+    println!("Launch template version {version} published (AMI {ami}): rolling it out, 10% of each group at a time...");
+    let rollout_rounds = pipeline.run_until_settled(20).await;
+    let rolled = pipeline.account.groups().await;
+    let mut current = 0;
+    for g in rolled.iter().filter(|g| g.name != "reports") {
+        for m in &g.members {
+            current += usize::from(pipeline.account.instance(&m.id).await.image_id == ami);
+        }
+    }
+    println!("After {rollout_rounds} more scans:\n{}", table(&rolled));
+    println!("{current} instances of the opted-in groups run {ami}; reports (not opted in) was left alone.\n");
 
     println!("Handler invocations: {:?}", pipeline.invocations);
     println!("\nAWS API calls made by the functions, per operation:");
@@ -33,11 +52,11 @@ async fn main() {
             println!("  {function:<13} {op:<48} {n:>4}");
         }
     }
-    let replaced: usize = before.iter().filter(|g| g.name != "reports").map(|g| g.on_demand().len()).sum();
+    let completed = pipeline.swapper_completed().await;
     let calls: u64 = pipeline.api_calls().values().flat_map(|c| c.values()).sum();
     println!(
-        "\n{replaced} On-Demand instances replaced; {calls} API calls in all ({:.1} per replacement, scans included)",
-        calls as f64 / replaced as f64
+        "\n{completed} replacements (to Spot, then the rollout); {calls} API calls in all ({:.1} per replacement, scans included)",
+        calls as f64 / completed as f64
     );
     let summary = pipeline.scan().await;
     if let Some(s) = &summary.savings {
