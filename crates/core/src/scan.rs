@@ -220,8 +220,8 @@ async fn current_templates<C: Cloud>(
 
 /// Which On-Demand instances of the opted-in groups active reservations (and declared ones)
 /// fully pay for, after the account's other On-Demand instances have used them. One
-/// DescribeReservedInstances; one DescribeInstances of the reserved families when there is any
-/// reservation. A failed lookup means no instance is kept for a reservation this scan.
+/// DescribeReservedInstances; when there is any reservation, DescribeInstances of every type
+/// that can use one. A failed lookup means no instance is kept for a reservation this scan.
 async fn reserved_coverage<C: Cloud>(
     cloud: &C,
     config: &Config,
