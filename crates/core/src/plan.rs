@@ -29,8 +29,8 @@ pub struct ScanInput {
     /// only for groups with backed-off pools. A type missing here is never held back by
     /// per-type backoffs (the spot-creator still skips those pools).
     pub compatible: BTreeMap<String, Vec<String>>,
-    /// What each group launches now (by group name): looked up for groups that roll out or have
-    /// a paused rollout. A group missing here has no rollout this scan.
+    /// What each group launches now (by group name), for every opted-in group with a launch
+    /// template. A group missing here has no rollout this scan.
     pub current: BTreeMap<String, TemplateVersion>,
     /// On-Demand instances that Reserved Instances pay for: kept On-Demand.
     pub reserved: BTreeSet<String>,
@@ -253,7 +253,9 @@ fn plan_group(
                 None => matches!(hold, Some(Hold::Claim { same_market: true, .. })),
             };
             if same_market {
-            } else if !i.spot {
+                continue;
+            }
+            if !i.spot {
                 leaving += 1;
             } else if !copies.is_some_and(|cs| cs.iter().any(|c| g.member(&c.id).is_some())) {
                 // Once attached, the copy counts as an On-Demand member already.
@@ -313,8 +315,11 @@ fn plan_group(
     // overlapping scans that see the same group pick the same instances, and the FIFO queue's
     // deduplication collapses them.
     let order = |a: &&Instance, b: &&Instance| {
-        let key = |i: &&Instance| (!rolling.contains(i.id.as_str()), i.launch_time, i.id.clone());
-        key(a).cmp(&key(b))
+        (!rolling.contains(a.id.as_str()), a.launch_time, &a.id).cmp(&(
+            !rolling.contains(b.id.as_str()),
+            b.launch_time,
+            &b.id,
+        ))
     };
     on_demand.sort_by(order);
     spot.sort_by(order);
@@ -361,7 +366,7 @@ fn plan_group(
     let picked: BTreeSet<String> = plan.candidates.iter().chain(&plan.to_on_demand).cloned().collect();
     let mut rest: Vec<&&Instance> =
         on_demand.iter().chain(&spot).filter(|i| rolling.contains(i.id.as_str()) && !picked.contains(&i.id)).collect();
-    rest.sort_by_key(|i| (i.launch_time, i.id.clone()));
+    rest.sort_by(|a, b| (a.launch_time, &a.id).cmp(&(b.launch_time, &b.id)));
     for i in rest {
         if left == 0 || rollout_room == 0 {
             break;
