@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
-use asg_core::model::{Group, Health, Instance, Launch, LaunchResult, Market, Tags, TemplateVersion};
-use asg_core::pools::TypeInfo;
-use asg_core::reserved::Reservation;
+use asg_core::domain::model::{
+    Group, Health, Instance, InstanceState, Launch, LaunchResult, Market, Tags, TemplateVersion,
+};
+use asg_core::domain::pools::TypeInfo;
+use asg_core::domain::reserved::Reservation;
 
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -40,7 +42,7 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn groups(&self, query: &GroupQuery) -> Result<Vec<Group>> {
         self.inner.groups(query).await
     }
-    async fn instances(&self, query: &InstanceQuery, states: &[&str]) -> Result<Vec<Instance>> {
+    async fn instances(&self, query: &InstanceQuery, states: &[InstanceState]) -> Result<Vec<Instance>> {
         self.inner.instances(query, states).await
     }
     async fn health(&self, ids: &[String]) -> Result<BTreeMap<String, Health>> {
@@ -87,7 +89,7 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn launch(&self, launch: &Launch) -> Result<LaunchResult> {
         self.faults.launches.lock().unwrap().push(launch.clone());
         let no_capacity = || {
-            Ok(asg_core::model::launch_failure(
+            Ok(asg_core::domain::model::launch_failure(
                 "InsufficientInstanceCapacity",
                 "There is no Spot capacity available that matches your request.",
             ))

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use asg_core::aws::{ApiCalls, AwsCloud};
 use asg_core::cloud::Cloud;
 use asg_core::config::{Config, Function};
-use asg_core::scan::ScanSummary;
-use asg_core::App;
+use asg_core::lambda::{App, Clock};
+use asg_core::workflows::scan::ScanSummary;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent};
@@ -77,7 +77,13 @@ impl<C: Cloud + Clone> Pipeline<C> {
         let app = |function| {
             let config = Config::from_lookup(function, |k| env.get(k).cloned()).expect("valid configuration");
             let calls = ApiCalls::default();
-            App { cloud: wrap(AwsCloud::new(sdk, calls.clone())), config, calls, emit_metrics: false }
+            App {
+                cloud: wrap(AwsCloud::new(sdk, calls.clone())),
+                config,
+                calls,
+                emit_metrics: false,
+                clock: Clock::System,
+            }
         };
         Pipeline {
             scanner: app(Function::Scanner),

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use asg_core::aws::AwsCloud;
 use asg_core::cloud::Cloud;
-use asg_core::message::{to_body, SwapRequest};
-use asg_core::model::{
+use asg_core::domain::model::{
     Hold, Launch, LaunchResult, Market, Tags, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_POOL, TAG_REPLACES,
 };
-use asg_core::pools::TAG_BACKOFF_PREFIX;
-use asg_core::reserved::Reservation;
+use asg_core::domain::pools::TAG_BACKOFF_PREFIX;
+use asg_core::domain::reserved::Reservation;
+use asg_core::message::{to_body, SwapRequest};
 use aws_lambda_events::event::sqs::SqsEvent;
 use e2e::pipeline::{environment, Consumer};
 use e2e::{Account, Faults, Faulty, Moto, Pipeline};

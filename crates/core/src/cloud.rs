@@ -1,13 +1,15 @@
 //! The port: every AWS call the logic makes, over crate-owned types. [`crate::aws::AwsCloud`]
-//! implements it with the SDK; tests wrap it to inject what the emulator cannot produce.
+//! implements it with the SDK; the simulated account (crate `asg-sim`) implements it in memory
+//! with AWS's semantics, and the moto tests wrap the SDK adapter to inject what moto cannot
+//! produce.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use crate::domain::model::{Group, Health, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion};
+use crate::domain::pools::TypeInfo;
+use crate::domain::reserved::Reservation;
 use crate::error::AwsError;
-use crate::model::{Group, Health, Instance, Launch, LaunchResult, Tags, TemplateVersion};
-use crate::pools::TypeInfo;
-use crate::reserved::Reservation;
 
 pub type Result<T> = std::result::Result<T, AwsError>;
 
@@ -52,9 +54,11 @@ pub enum TypeQuery {
     },
 }
 
-pub const LIVE: &[&str] = &["pending", "running"];
-pub const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped"];
-pub const ANY_STATE: &[&str] = &["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
+use InstanceState::{Pending, Running, Stopped, Stopping};
+
+pub const LIVE: &[InstanceState] = &[Pending, Running];
+pub const NOT_TERMINATED: &[InstanceState] = &[Pending, Running, Stopping, Stopped];
+pub const ANY_STATE: &[InstanceState] = &InstanceState::ALL;
 
 /// A message to send; `group_id` and `dedup_id` only for FIFO queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +71,11 @@ pub struct Outgoing {
 
 pub trait Cloud: Send + Sync {
     fn groups(&self, query: &GroupQuery) -> impl Future<Output = Result<Vec<Group>>> + Send;
-    fn instances(&self, query: &InstanceQuery, states: &[&str]) -> impl Future<Output = Result<Vec<Instance>>> + Send;
+    fn instances(
+        &self,
+        query: &InstanceQuery,
+        states: &[InstanceState],
+    ) -> impl Future<Output = Result<Vec<Instance>>> + Send;
     /// DescribeInstanceStatus, including instances that are not running yet.
     fn health(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, Health>>> + Send;
     /// DescribeAutoScalingInstances: which group, if any, each instance belongs to.

@@ -1,10 +1,10 @@
 //! Configuration, read once per cold start from the environment that `template.yaml` sets.
 //! Every value has a template parameter behind it; the README lists them all.
 
+use crate::domain::policy::{parse_switch, parse_types, InFlight, Mode, Policy};
+use crate::domain::reserved::{parse_declared, Reservation};
+use crate::domain::savings::PriceTable;
 use crate::error::ConfigError;
-use crate::policy::{parse_switch, parse_types, InFlight, Mode, Policy};
-use crate::reserved::{parse_declared, Reservation};
-use crate::savings::PriceTable;
 
 /// Which function is reading its configuration: each requires only the queues it talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

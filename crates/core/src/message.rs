@@ -1,9 +1,10 @@
-//! The messages between the functions. Every body carries a version `v`; a body that does not
-//! parse, has another version or carries ids that cannot be ids is rejected before any AWS call.
+//! The messages between the functions, and how handling one ends ([`Outcome`]). Every body
+//! carries a version `v`; a body that does not parse, has another version or carries ids that
+//! cannot be ids is rejected before any AWS call.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::model::{Epoch, Market};
+use crate::domain::model::{Epoch, Market};
 
 /// Version 2 added `market` (copies can be On-Demand, to hold a group's On-Demand floor) and
 /// named the instances by role. Version 1 bodies, still in the queues during an upgrade, read
@@ -72,6 +73,27 @@ impl SwapRequest {
             return Err("old and new are the same instance".into());
         }
         Ok(m)
+    }
+}
+
+/// How handling one message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Work done (or found already done): the message is deleted.
+    Done(String),
+    /// Deliberately not done (the group changed, no capacity, ...): deleted, nothing retried.
+    Dropped(String),
+    /// Bad input (malformed, unknown version, unknown or forged ids): reported as failed so it
+    /// reaches the dead-letter queue after the queue's maxReceiveCount. Nothing was changed.
+    Rejected(String),
+    /// A transient failure (throttling, 5xx): reported as failed, retried after the visibility
+    /// timeout, and dead-lettered if it keeps failing.
+    Retry(String),
+}
+
+impl Outcome {
+    pub fn acked(&self) -> bool {
+        matches!(self, Outcome::Done(_) | Outcome::Dropped(_))
     }
 }
 

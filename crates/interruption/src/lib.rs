@@ -4,9 +4,9 @@
 //! Lambda retries the event.
 
 use asg_core::cloud::Cloud;
-use asg_core::interrupt::handle;
+use asg_core::lambda::App;
 use asg_core::metrics::Metrics;
-use asg_core::App;
+use asg_core::workflows::interrupt::handle;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{json, Value};
 use tracing::{error, info};
@@ -14,7 +14,7 @@ use tracing::{error, info};
 pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let event_id = event.payload.get("id").and_then(Value::as_str).unwrap_or("-").to_string();
     let metrics = Metrics::default();
-    let result = handle(&app.cloud, &app.config, &metrics, &event.payload, asg_core::now()).await;
+    let result = handle(&app.cloud, &app.config, &metrics, &event.payload, app.clock.now()).await;
     if app.emit_metrics {
         metrics.publish(&app.config.metrics_namespace, "interruption");
     }

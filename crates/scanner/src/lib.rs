@@ -1,9 +1,9 @@
 //! The scanner's handler: one scan per scheduled event.
 
 use asg_core::cloud::Cloud;
+use asg_core::lambda::App;
 use asg_core::metrics::{self, Metrics, Unit};
-use asg_core::scan::{scan, ScanSummary};
-use asg_core::App;
+use asg_core::workflows::scan::{scan, ScanSummary};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
 use tracing::info;
@@ -17,7 +17,7 @@ pub async fn handler<C: Cloud>(app: &App<C>, event: LambdaEvent<Value>) -> Resul
     }
     let event_id = payload.get("id").and_then(Value::as_str).unwrap_or("-");
     let before = app.calls.snapshot();
-    let mut summary = scan(&app.cloud, &app.config, asg_core::now()).await?;
+    let mut summary = scan(&app.cloud, &app.config, app.clock.now()).await?;
     summary.api_calls = app.calls.since(&before);
     let m = Metrics::default();
     m.add(metrics::REPLACEMENTS_STARTED, summary.enqueued as f64);

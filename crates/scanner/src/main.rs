@@ -1,5 +1,5 @@
 use asg_core::config::Function;
-use asg_core::App;
+use asg_core::lambda::App;
 use lambda_runtime::{run, service_fn, tracing, Error};
 
 #[tokio::main]

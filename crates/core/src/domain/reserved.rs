@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::model::{Group, Instance, TAG_REPLACES};
+use crate::domain::policy::Mode;
+use crate::domain::state::GroupState;
+
 /// The platform of a size-flexible reservation. An instance that reports no PlatformDetails runs
 /// it: the caller passes this, not an empty string.
 pub const LINUX: &str = "Linux/UNIX";
@@ -131,6 +135,48 @@ pub fn parse_declared(raw: &str) -> Result<Vec<Reservation>, String> {
             })
         })
         .collect()
+}
+
+/// The account's running On-Demand instances as [`coverage`] takes them: `inside`, the members
+/// of the opted-in `groups` (from `members`, their live instances) that the scanner may move;
+/// `outside`, every other instance of `everyone` (the account's instances of the reserved types),
+/// including members that can never move (scale-in protected, or in a disabled or unsupported
+/// group), which are billed like any instance outside. A copy of ours not attached yet takes
+/// nothing (the instance it replaces holds the share), nor does one attached while that instance
+/// is still there.
+pub fn split<'a>(
+    groups: &[Group],
+    states: &BTreeMap<String, GroupState>,
+    members: &'a [Instance],
+    everyone: &'a [Instance],
+) -> (Vec<OnDemand<'a>>, Vec<OnDemand<'a>>) {
+    let mut movable = BTreeSet::new();
+    let mut member_of: BTreeMap<&str, &Group> = BTreeMap::new();
+    for g in groups {
+        let disabled = states.get(&g.name).is_some_and(|s| s.policy.mode == Mode::Disabled);
+        let fixed = disabled || g.unsupported().is_some();
+        for m in &g.members {
+            member_of.insert(m.id.as_str(), g);
+            if !fixed && !m.protected_from_scale_in {
+                movable.insert(m.id.as_str());
+            }
+        }
+    }
+    let mid_swap = |i: &Instance| member_of.get(i.id.as_str()).is_some_and(|g| g.replaced_still_here(i));
+    let ours_unattached = |i: &Instance| i.tag(TAG_REPLACES).is_some() && !member_of.contains_key(i.id.as_str());
+    let on_demand = |i: &&'a Instance| !i.spot && !ours_unattached(i) && !mid_swap(i);
+    fn view(i: &Instance) -> OnDemand<'_> {
+        OnDemand {
+            id: &i.id,
+            instance_type: &i.instance_type,
+            availability_zone: i.availability_zone.as_deref().unwrap_or_default(),
+            platform: &i.platform,
+            tenancy: &i.tenancy,
+        }
+    }
+    let outside = everyone.iter().filter(on_demand).filter(|i| !movable.contains(i.id.as_str())).map(view).collect();
+    let inside = members.iter().filter(on_demand).filter(|i| movable.contains(i.id.as_str())).map(view).collect();
+    (outside, inside)
 }
 
 /// What the reservations do for the instances inside the opted-in groups.
@@ -420,5 +466,48 @@ mod tests {
         ] {
             assert_eq!(platform_of_product(desc), want);
         }
+    }
+
+    #[test]
+    fn the_split_keeps_unmovable_members_and_unfinished_copies_out_of_the_inside() {
+        use crate::domain::model::{LaunchSource, Lifecycle, Member};
+        use crate::domain::policy::TAG_MODE;
+        let member = |id: &str, protected: bool| Member {
+            id: id.into(),
+            lifecycle: Lifecycle::InService,
+            healthy: true,
+            protected_from_scale_in: protected,
+        };
+        let od = |id: &str| Instance { id: id.into(), instance_type: "m5.large".into(), ..Default::default() };
+        let copy =
+            |id: &str, old: &str| Instance { tags: [(TAG_REPLACES.to_string(), old.to_string())].into(), ..od(id) };
+        let template = LaunchSource::Template { id: "lt-1".into(), version: "1".into() };
+        let web = Group {
+            name: "web".into(),
+            members: vec![member("i-1", false), member("i-2", true), member("i-3", false), member("i-4", false)],
+            launch: template.clone(),
+            ..Default::default()
+        };
+        let off = Group {
+            name: "off".into(),
+            members: vec![member("i-5", false)],
+            launch: template,
+            tags: [(TAG_MODE.to_string(), "disabled".to_string())].into(),
+            ..Default::default()
+        };
+        let groups = vec![web, off];
+        let states: BTreeMap<String, GroupState> = groups
+            .iter()
+            .map(|g| (g.name.clone(), GroupState::read(&g.tags, &crate::domain::policy::Policy::default())))
+            .collect();
+        // i-3 is an On-Demand copy attached while i-1, which it replaces, is still there; i-9 a
+        // copy not attached yet; i-8 an instance outside every group.
+        let members = vec![od("i-1"), od("i-2"), copy("i-3", "i-1"), od("i-4"), od("i-5")];
+        let mut everyone = members.clone();
+        everyone.extend([copy("i-9", "i-4"), od("i-8")]);
+        let (outside, inside) = split(&groups, &states, &members, &everyone);
+        let ids = |v: &[OnDemand]| v.iter().map(|o| o.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&inside), ["i-1", "i-4"]);
+        assert_eq!(ids(&outside), ["i-2", "i-5", "i-8"]);
     }
 }

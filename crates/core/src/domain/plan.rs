@@ -1,26 +1,28 @@
-//! Pure decisions of the scanner: which instances to replace now (On-Demand by Spot, Spot by
-//! On-Demand to hold a group's On-Demand floor, and either by its like to roll out the group's
-//! current launch template), which copies of ours are orphans, which swaps stalled, which groups
-//! need their MaxSize put back or stale backoff tags removed.
+//! Pure decisions of the scanner, group by group: which instances to replace now (On-Demand by
+//! Spot, Spot by On-Demand to hold a group's On-Demand floor, and either by its like to roll out
+//! the group's current launch template), within the group's limits. What is left over from
+//! earlier swaps is [`crate::domain::housekeeping`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::drift::{drift, paused_since, TAG_ROLLOUT_PAUSED};
-use crate::message::SwapRequest;
-use crate::model::{
-    rfc3339, Epoch, Group, Hold, Instance, Market, TemplateVersion, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX,
-    TAG_REPLACES,
+use crate::domain::drift::{drift, TAG_ROLLOUT_PAUSED};
+use crate::domain::model::{
+    rfc3339, Epoch, Group, Hold, Instance, InstanceState, Lifecycle, Market, TemplateVersion, TAG_REPLACES,
 };
-use crate::policy::{floor_moves, Mode, Policy};
-use crate::pools::{Backoffs, ALL_POOLS, TAG_BACKOFF_PREFIX};
+use crate::domain::policy::{floor_moves, Mode, Policy, TAG_MODE};
+use crate::domain::pools::{spot_choices, ALL_POOLS};
+use crate::domain::state::GroupState;
 
 /// What the scanner read.
 #[derive(Debug, Clone, Default)]
 pub struct ScanInput {
     /// Groups carrying the opt-in tag.
     pub opted_in: Vec<Group>,
-    /// Groups carrying [`TAG_ORIGINAL_MAX`], opted in or not.
+    /// Groups carrying [`crate::domain::model::TAG_ORIGINAL_MAX`], opted in or not.
     pub raised: Vec<Group>,
+    /// What the tags of each group in `opted_in` and `raised` say, read once: see
+    /// [`GroupState::read_all`].
+    pub states: BTreeMap<String, GroupState>,
     /// Live members of the opted-in groups.
     pub instances: Vec<Instance>,
     /// Every not-terminated instance carrying [`TAG_REPLACES`]: the copies we launched.
@@ -38,6 +40,16 @@ pub struct ScanInput {
     /// The configured policy every group starts from.
     pub defaults: Policy,
     pub orphan_deadline: i64,
+}
+
+impl ScanInput {
+    /// `group`'s state, or the defaults' for a group the scan did not read.
+    pub fn state(&self, group: &str) -> GroupState {
+        self.states
+            .get(group)
+            .cloned()
+            .unwrap_or_else(|| GroupState { policy: self.defaults.clone(), ..GroupState::default() })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,39 +94,9 @@ pub struct GroupPlan {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orphan {
-    pub spot: String,
-    pub group: String,
-    pub reason: String,
-}
-
-/// Put a raised MaxSize back: set it to `set_max` (if any), and drop the tag when `clear_tag`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaxRepair {
-    pub group: String,
-    pub set_max: Option<i32>,
-    pub clear_tag: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScanPlan {
-    pub groups: Vec<GroupPlan>,
-    pub orphans: Vec<Orphan>,
-    pub stalled: Vec<SwapRequest>,
-    pub repairs: Vec<MaxRepair>,
-    /// Tags of ours that no longer mean anything, per group: see [`stale_tags`].
-    pub stale_tags: Vec<(String, Vec<String>)>,
-    pub notes: Vec<String>,
-}
-
-pub fn plan_scan(input: &ScanInput) -> ScanPlan {
-    let now = input.now;
+/// The plan of every opted-in group.
+pub fn plan_groups(input: &ScanInput) -> Vec<GroupPlan> {
     let details: BTreeMap<&str, &Instance> = input.instances.iter().map(|i| (i.id.as_str(), i)).collect();
-    let known_groups: BTreeMap<&str, &Group> =
-        input.raised.iter().chain(&input.opted_in).map(|g| (g.name.as_str(), g)).collect();
-    let member_of: BTreeMap<&str, &str> =
-        known_groups.values().flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str()))).collect();
     // Replaced instance id -> the live copies of ours that replace it.
     let mut replacing: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for s in input.spots.iter().filter(|s| s.is_live()) {
@@ -122,86 +104,18 @@ pub fn plan_scan(input: &ScanInput) -> ScanPlan {
             replacing.entry(old).or_default().push(s);
         }
     }
-
-    let mut plan = ScanPlan::default();
-    for g in &input.opted_in {
-        plan.groups.push(plan_group(g, &details, &replacing, input));
-    }
-    // Dry-run groups change nothing at all, leftovers included: say what would happen instead.
-    // A group that is not opted in (any more) has no tags of ours to go by: the default decides.
-    let modes: BTreeMap<&str, Mode> = plan.groups.iter().map(|g| (g.name.as_str(), g.mode)).collect();
-    let default_dry = input.defaults.mode == Mode::DryRun;
-    let is_dry = |group: &str| modes.get(group).map_or(default_dry, |m| *m == Mode::DryRun);
-    for g in &input.opted_in {
-        let stale = stale_tags(g, input.current.get(&g.name), now);
-        if !stale.is_empty() && !is_dry(&g.name) {
-            plan.stale_tags.push((g.name.clone(), stale));
-        }
-    }
-
-    for s in &input.spots {
-        let (group, old) = (s.tag(TAG_GROUP).unwrap_or_default(), s.tag(TAG_REPLACES).unwrap_or_default());
-        if let Some(&attached_to) = member_of.get(s.id.as_str()) {
-            let old_still_there = known_groups
-                .get(attached_to)
-                .is_some_and(|g| g.member(old).is_some_and(|m| !m.lifecycle.starts_with("Terminating")));
-            if attached_to == group && old_still_there && now - s.launch_time > input.orphan_deadline {
-                if is_dry(group) {
-                    plan.notes.push(format!("dry-run: would resume the stalled swap of {old} for {}", s.id));
-                } else {
-                    plan.stalled.push(SwapRequest::new(group, old, &s.id, Market::of(s)));
-                }
-            }
-            continue;
-        }
-        let reason = if !s.is_live() {
-            Some(format!("it is {}", s.state))
-        } else if group.is_empty() || old.is_empty() {
-            Some(format!("it lacks the {TAG_GROUP} or {TAG_REPLACES} tag"))
-        } else if !input.opted_in.iter().any(|g| g.name == group) {
-            Some(format!("group {group} is gone or no longer opted in"))
-        } else if member_of.get(old) != Some(&group) {
-            Some(format!("the instance it replaces, {old}, is no longer in {group}"))
-        } else if now - s.launch_time > input.orphan_deadline {
-            Some(format!("it is still not attached {} s after launch", now - s.launch_time))
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            if is_dry(group) {
-                plan.notes.push(format!("dry-run: would terminate orphan {} ({reason})", s.id));
-            } else {
-                plan.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason });
-            }
-        }
-    }
-
-    for g in known_groups.values().filter(|g| g.tags.contains_key(TAG_ORIGINAL_MAX)) {
-        if busy(g, &input.spots) {
-            continue;
-        }
-        match max_repair(g) {
-            Ok(Some(_)) if is_dry(&g.name) => {
-                plan.notes.push(format!("dry-run: would restore the MaxSize of {}", g.name))
-            }
-            Ok(Some(repair)) => plan.repairs.push(repair),
-            Ok(None) => {}
-            Err(note) => plan.notes.push(note),
-        }
-    }
-    plan
+    input.opted_in.iter().map(|g| plan_group(g, &input.state(&g.name), &details, &replacing, input)).collect()
 }
 
 fn plan_group(
     g: &Group,
+    state: &GroupState,
     details: &BTreeMap<&str, &Instance>,
     replacing: &BTreeMap<&str, Vec<&Instance>>,
     input: &ScanInput,
 ) -> GroupPlan {
     let now = input.now;
-    let (policy, mut notes) = input.defaults.for_group(&g.tags);
-    let (backoffs, backoff_notes) = Backoffs::from_tags(&g.tags);
-    notes.extend(backoff_notes);
+    let policy = &state.policy;
     let mut plan = GroupPlan {
         name: g.name.clone(),
         mode: policy.mode,
@@ -209,8 +123,8 @@ fn plan_group(
         on_demand_floor: policy.on_demand_floor(g.desired),
         limit: policy.in_flight_limit(g.desired),
         rollout_limit: policy.rollout_limit(g.desired),
-        backed_off_pools: backoffs.active(now),
-        notes,
+        backed_off_pools: state.backoffs.active(now),
+        notes: state.notes.clone(),
         ..Default::default()
     };
     let current = input.current.get(&g.name);
@@ -234,10 +148,7 @@ fn plan_group(
         let copies = replacing.get(m.id.as_str());
         // A copy of ours attached while the instance it replaces is still here: its own swap is
         // not finished, so it is not to be replaced in turn (that swap counts as in flight).
-        let mid_swap = i
-            .tag(TAG_REPLACES)
-            .is_some_and(|old| g.member(old).is_some_and(|o| !o.lifecycle.starts_with("Terminating")));
-        if mid_swap {
+        if g.replaced_still_here(i) {
             continue;
         }
         if input.reserved.contains(&m.id) {
@@ -268,34 +179,34 @@ fn plan_group(
             rolling.insert(m.id.as_str());
         }
         if hold.is_none()
-            && m.lifecycle == LIFECYCLE_IN_SERVICE
+            && m.lifecycle == Lifecycle::InService
             // An unhealthy instance is about to be replaced by the group itself.
             && m.healthy
             && !m.protected_from_scale_in
-            && i.state == "running"
+            && i.state == InstanceState::Running
         {
             if i.spot { &mut spot } else { &mut on_demand }.push(i);
         }
     }
     plan.in_flight = in_flight.len();
     if policy.mode == Mode::Disabled {
-        plan.skipped = Some(format!("disabled by tag {}", crate::policy::TAG_MODE));
+        plan.skipped = Some(format!("disabled by tag {TAG_MODE}"));
         return plan;
     }
     if let Some(reason) = g.unsupported() {
         plan.skipped = Some(reason);
         return plan;
     }
-    let serving = g.members.iter().filter(|m| matches!(m.lifecycle.as_str(), "InService" | "Standby")).count();
+    let serving = g.members.iter().filter(|m| matches!(m.lifecycle, Lifecycle::InService | Lifecycle::Standby)).count();
     if (serving as i32) < g.desired {
         plan.skipped = Some(format!("only {serving} of {} desired instances are in service", g.desired));
         return plan;
     }
-    if g.tags.contains_key(TAG_ROLLOUT_PAUSED) {
+    if state.rollout_pause.is_some() {
         // Every copy is launched from the current configuration: while it is known bad (or
         // cannot be compared with the one that was), nothing is launched for this group.
         plan.rollout_paused = match current {
-            Some(c) => paused_since(&g.tags, c).map(|since| {
+            Some(c) => state.paused_since(c).map(|since| {
                 format!(
                     "new instances of {}:{} ({}) failed their status checks at {}; old instances kept. \
                      Publish a new version or remove the tag {TAG_ROLLOUT_PAUSED} to resume",
@@ -342,7 +253,7 @@ fn plan_group(
         if input.reserved.contains(&i.id) {
             continue;
         }
-        match held_back(i, &policy, &backoffs, &input.compatible, now) {
+        match held_back(i, state, &input.compatible, now) {
             Some(why) => {
                 if plan.held_back == 0 {
                     plan.notes.push(format!("On-Demand instances left alone: {why}"));
@@ -371,7 +282,7 @@ fn plan_group(
         if left == 0 || rollout_room == 0 {
             break;
         }
-        if i.spot && held_back(i, &policy, &backoffs, &input.compatible, now).is_some() {
+        if i.spot && held_back(i, state, &input.compatible, now).is_some() {
             continue;
         }
         plan.rollout.insert(i.id.clone(), Market::of(i));
@@ -381,40 +292,21 @@ fn plan_group(
     plan
 }
 
-/// Why this On-Demand instance cannot go to Spot now, if every pool it could use is backed off.
+/// Why this instance cannot go to Spot now, if no Spot pool it could use is open: every pool of
+/// its zone is backed off, or (when its compatible types are known) every compatible type the
+/// policy allows is. The spot-creator decides on the same [`spot_choices`].
 fn held_back(
     i: &Instance,
-    policy: &Policy,
-    backoffs: &Backoffs,
+    state: &GroupState,
     compatible: &BTreeMap<String, Vec<String>>,
     now: Epoch,
 ) -> Option<String> {
     let az = i.availability_zone.as_deref().unwrap_or_default();
-    if let Some(until) = backoffs.until(az, ALL_POOLS, now) {
-        return Some(format!("every Spot pool in {az} is backed off until {}", crate::model::rfc3339(until)));
+    if let Some(until) = state.backoffs.until(az, ALL_POOLS, now) {
+        return Some(format!("every Spot pool in {az} is backed off until {}", rfc3339(until)));
     }
-    let allowed: Vec<String> = compatible.get(&i.instance_type)?.iter().filter(|t| policy.allows(t)).cloned().collect();
-    let until = allowed.iter().filter_map(|t| backoffs.until(az, t, now)).min()?;
-    backoffs.usable(az, &allowed, now).is_empty().then(|| {
-        format!(
-            "all {} Spot pools compatible with {} in {az} are backed off until at least {}",
-            allowed.len(),
-            i.instance_type,
-            crate::model::rfc3339(until)
-        )
-    })
-}
-
-/// Tags of ours on `g` that no longer mean anything: backoffs whose every entry has ended, and a
-/// rollout pause that names another configuration than `current` (the group has moved on).
-pub fn stale_tags(g: &Group, current: Option<&TemplateVersion>, now: Epoch) -> Vec<String> {
-    let (backoffs, _) = Backoffs::from_tags(&g.tags);
-    let mut stale: Vec<String> =
-        backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
-    if g.tags.contains_key(TAG_ROLLOUT_PAUSED) && current.is_some_and(|c| paused_since(&g.tags, c).is_none()) {
-        stale.push(TAG_ROLLOUT_PAUSED.to_string());
-    }
-    stale
+    let compatible = compatible.get(&i.instance_type)?;
+    spot_choices(&i.instance_type, compatible, &state.policy, &state.backoffs, az, now).err()
 }
 
 /// Our Spot instances serving in opted-in groups, as (instance type, Availability Zone).
@@ -428,88 +320,13 @@ pub fn managed_spots(input: &ScanInput) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
-/// attached while the instance it replaces is still a member.
-pub fn busy(g: &Group, spots: &[Instance]) -> bool {
-    spots.iter().filter(|s| s.is_live() && s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| {
-        g.member(&s.id).is_none()
-            || s.tag(TAG_REPLACES)
-                .is_some_and(|old| g.member(old).is_some_and(|m| !m.lifecycle.starts_with("Terminating")))
-    })
-}
-
-/// Put back the MaxSize we raised, never below the current desired capacity (a MaxSize below
-/// it would make the group terminate an instance). Call only when the group is not [`busy`].
-pub fn max_repair(g: &Group) -> Result<Option<MaxRepair>, String> {
-    let Some(raw) = g.tags.get(TAG_ORIGINAL_MAX) else { return Ok(None) };
-    let original: i32 = raw
-        .parse()
-        .map_err(|_| format!("group {}: tag {TAG_ORIGINAL_MAX}={raw:?} is not a number; left alone", g.name))?;
-    let target = original.max(g.desired);
-    let set_max = (target < g.max).then_some(target);
-    let clear_tag = target == original;
-    Ok((set_max.is_some() || clear_tag).then(|| MaxRepair { group: g.name.clone(), set_max, clear_tag }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LaunchSource, Member, TAG_HOLD};
-    use crate::policy::{TAG_MAX_IN_FLIGHT, TAG_MIN_ON_DEMAND, TAG_MODE};
-
-    const NOW: Epoch = 1_800_000_000;
-
-    fn member(id: &str, lifecycle: &str) -> Member {
-        Member { id: id.into(), lifecycle: lifecycle.into(), healthy: true, protected_from_scale_in: false }
-    }
-
-    fn group(name: &str, desired: i32, members: Vec<Member>) -> Group {
-        Group {
-            name: name.into(),
-            min: 1,
-            max: desired + 2,
-            desired,
-            tags: [("AsgOptimiser".to_string(), "true".to_string())].into(),
-            members,
-            launch: LaunchSource::Template { id: "lt-1".into(), version: "$Latest".into() },
-            ..Default::default()
-        }
-    }
-
-    fn od(id: &str, launched: Epoch) -> Instance {
-        Instance {
-            id: id.into(),
-            state: "running".into(),
-            instance_type: "m5.large".into(),
-            launch_time: launched,
-            ..Default::default()
-        }
-    }
-
-    fn spot(id: &str, group: &str, replaces: &str, launched: Epoch) -> Instance {
-        Instance {
-            spot: true,
-            tags: [(TAG_GROUP.to_string(), group.to_string()), (TAG_REPLACES.to_string(), replaces.to_string())].into(),
-            ..od(id, launched)
-        }
-    }
-
-    fn with_tag(mut i: Instance, k: &str, v: &str) -> Instance {
-        i.tags.insert(k.into(), v.into());
-        i
-    }
-
-    fn input(groups: Vec<Group>, instances: Vec<Instance>, spots: Vec<Instance>) -> ScanInput {
-        ScanInput {
-            opted_in: groups,
-            instances,
-            spots,
-            now: NOW,
-            defaults: Policy::default(),
-            orphan_deadline: 1200,
-            ..Default::default()
-        }
-    }
+    use crate::domain::fixtures::*;
+    use crate::domain::model::{LaunchSource, TAG_HOLD};
+    use crate::domain::policy::{TAG_MAX_IN_FLIGHT, TAG_MIN_ON_DEMAND, TAG_MODE};
+    use crate::domain::pools::TAG_BACKOFF_PREFIX;
 
     #[test]
     fn candidates_are_in_service_unprotected_on_demand_oldest_first() {
@@ -555,8 +372,8 @@ mod tests {
             tags: [("AsgOptimiser".into(), "true".into()), (TAG_MAX_IN_FLIGHT.into(), "2".into())].into(),
             ..group("web", 4, members)
         };
-        let claimed = with_tag(od("i-00000001", 1), TAG_HOLD, &Hold::claim(NOW + 60).value());
-        let expired = with_tag(od("i-00000003", 3), TAG_HOLD, &Hold::claim(NOW - 1).value());
+        let claimed = with_tag(od("i-00000001", 1), TAG_HOLD, &claim(NOW + 60).value());
+        let expired = with_tag(od("i-00000003", 3), TAG_HOLD, &claim(NOW - 1).value());
         let instances = vec![claimed, od("i-00000002", 2), expired, od("i-00000004", 4)];
 
         let plan = plan_scan(&input(vec![g.clone()], instances.clone(), vec![]));
@@ -587,116 +404,12 @@ mod tests {
     }
 
     #[test]
-    fn orphans_table() {
-        let g = group("web", 2, vec![member("i-00000001", "InService"), member("i-0000000b", "InService")]);
-        let stopped = Instance { state: "stopped".into(), ..spot("i-0000000f", "web", "i-00000001", NOW - 10) };
-        let spots = vec![
-            spot("i-0000000a", "web", "i-00000001", NOW - 60), // young, On-Demand still there: in flight
-            spot("i-0000000b", "web", "i-00000099", NOW - 9999), // attached after a finished swap
-            spot("i-0000000c", "web", "i-00000001", NOW - 1300), // never attached, too old
-            spot("i-0000000d", "gone", "i-00000001", NOW - 10), // group not opted in
-            spot("i-0000000e", "web", "i-00000077", NOW - 10), // On-Demand instance gone
-            stopped,
-            // An On-Demand copy (the floor) is ours just the same.
-            Instance { spot: false, ..spot("i-00000010", "web", "i-00000077", NOW - 10) },
-        ];
-        let plan = plan_scan(&input(vec![g.clone()], vec![od("i-00000001", 1)], spots.clone()));
-        let got: Vec<(&str, &str)> = plan.orphans.iter().map(|o| (o.spot.as_str(), o.reason.as_str())).collect();
-        assert_eq!(got.len(), 5, "{got:?}");
-        assert!(got[0].0 == "i-0000000c" && got[0].1.contains("not attached"));
-        assert!(got[1].0 == "i-0000000d" && got[1].1.contains("no longer opted in"));
-        assert!(got[2].0 == "i-0000000e" && got[2].1.contains("no longer in web"));
-        assert!(got[3].0 == "i-0000000f" && got[3].1.contains("stopped"));
-        assert!(got[4].0 == "i-00000010" && got[4].1.contains("no longer in web"));
-        assert!(plan.notes.is_empty());
-        assert!(plan.stalled.is_empty());
-
-        // In dry-run, the same scan terminates nothing and says what it would do.
-        let mut dry = g;
-        dry.tags.insert(TAG_MODE.into(), "dry-run".into());
-        let plan = plan_scan(&input(vec![dry], vec![od("i-00000001", 1)], spots));
-        assert_eq!(plan.orphans.iter().map(|o| o.spot.as_str()).collect::<Vec<_>>(), ["i-0000000d"]);
-        assert_eq!(plan.notes.iter().filter(|n| n.contains("dry-run: would terminate")).count(), 4);
-    }
-
-    #[test]
-    fn an_attached_spot_whose_on_demand_was_never_retired_is_resumed() {
-        let g = group("web", 3, vec![member("i-00000001", "InService"), member("i-0000000a", "InService")]);
-        let fresh = plan_scan(&input(
-            vec![g.clone()],
-            vec![od("i-00000001", 1)],
-            vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)],
-        ));
-        assert!(fresh.stalled.is_empty());
-        assert_eq!(fresh.groups[0].in_flight, 1);
-        let old = plan_scan(&input(
-            vec![g],
-            vec![od("i-00000001", 1)],
-            vec![spot("i-0000000a", "web", "i-00000001", NOW - 5000)],
-        ));
-        assert_eq!(old.stalled, [SwapRequest::new("web", "i-00000001", "i-0000000a", Market::Spot)]);
-    }
-
-    #[test]
-    fn max_repair_never_goes_below_desired() {
-        let cases: &[(&str, i32, i32, Option<(Option<i32>, bool)>)] = &[
-            // original, desired, max -> (set_max, clear_tag)
-            ("4", 4, 5, Some((Some(4), true))),
-            ("4", 5, 5, None), // a swap's Spot instance is still counted: wait
-            ("4", 5, 6, Some((Some(5), false))),
-            ("4", 3, 4, Some((None, true))), // already back (crash after the update)
-            ("4", 3, 7, Some((Some(4), true))),
-        ];
-        for &(orig, desired, max, want) in cases {
-            let mut g = group("web", desired, vec![]);
-            g.max = max;
-            g.tags.insert(TAG_ORIGINAL_MAX.into(), orig.into());
-            let got = max_repair(&g).unwrap().map(|r| (r.set_max, r.clear_tag));
-            assert_eq!(got, want, "orig={orig} desired={desired} max={max}");
-        }
-        let mut g = group("web", 1, vec![]);
-        g.tags.insert(TAG_ORIGINAL_MAX.into(), "x".into());
-        assert!(max_repair(&g).is_err());
-    }
-
-    #[test]
-    fn raised_groups_are_not_repaired_while_a_swap_is_under_way() {
-        let mut g = group("web", 3, vec![member("i-00000001", "InService")]);
-        g.max = 4;
-        g.tags.insert(TAG_ORIGINAL_MAX.into(), "3".into());
-        let spots = vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)];
-        let plan = plan_scan(&ScanInput { raised: vec![g.clone()], ..input(vec![], vec![], spots) });
-        assert!(plan.repairs.is_empty());
-        let plan = plan_scan(&ScanInput { raised: vec![g], ..input(vec![], vec![], vec![]) });
-        assert_eq!(plan.repairs, [MaxRepair { group: "web".into(), set_max: Some(3), clear_tag: true }]);
-    }
-
-    fn floor_group(n: usize, on_demand: usize, tags: &[(&str, &str)]) -> (Group, Vec<Instance>) {
-        let ids: Vec<String> = (1..=n).map(|k| format!("i-{k:08x}")).collect();
-        let mut g = group("web", n as i32, ids.iter().map(|id| member(id, "InService")).collect());
-        g.tags.insert(TAG_MAX_IN_FLIGHT.into(), "100%".into());
-        for (k, v) in tags {
-            g.tags.insert(k.to_string(), v.to_string());
-        }
-        let instances = ids
-            .iter()
-            .enumerate()
-            .map(|(k, id)| Instance {
-                spot: k >= on_demand,
-                availability_zone: Some("eu-west-1a".into()),
-                ..od(id, k as i64)
-            })
-            .collect();
-        (g, instances)
-    }
-
-    #[test]
     fn the_on_demand_floor_holds_both_ways() {
         // (members, On-Demand among them, tags) -> (to Spot, to On-Demand)
         let cases: &[(usize, usize, &[(&str, &str)], usize, usize)] = &[
             (4, 4, &[], 4, 0),
             (4, 4, &[(TAG_MIN_ON_DEMAND, "1")], 3, 0),
-            (4, 4, &[(crate::policy::TAG_MIN_ON_DEMAND_PERCENT, "50")], 2, 0),
+            (4, 4, &[(crate::domain::policy::TAG_MIN_ON_DEMAND_PERCENT, "50")], 2, 0),
             (4, 2, &[(TAG_MIN_ON_DEMAND, "2")], 0, 0),
             (4, 1, &[(TAG_MIN_ON_DEMAND, "3")], 0, 2), // the floor was raised: Spot goes back
             (4, 0, &[(TAG_MIN_ON_DEMAND, "9")], 0, 4), // never more than desired
@@ -729,7 +442,7 @@ mod tests {
             (&format!("m5.large={}", NOW + 60), &[], 2), // m5a.large is still open
             (&format!("m5.large={} m5a.large={}", NOW + 60, NOW + 90), &[], 0),
             // The policy allows only m5.large, and that pool is backed off.
-            (&format!("m5.large={}", NOW + 60), &[(crate::policy::TAG_ALLOWED_TYPES, "m5.*")], 0),
+            (&format!("m5.large={}", NOW + 60), &[(crate::domain::policy::TAG_ALLOWED_TYPES, "m5.*")], 0),
         ];
         for &(value, tags, want) in cases {
             let (mut g, instances) = floor_group(2, 2, tags);
@@ -774,37 +487,8 @@ mod tests {
     }
 
     #[test]
-    fn with_dry_run_the_default_groups_no_longer_opted_in_are_left_alone_too() {
-        let spots = vec![spot("i-0000000d", "gone", "i-00000001", NOW - 10)];
-        let mut raised = group("old", 2, vec![]);
-        raised.max = 4;
-        raised.tags.insert(TAG_ORIGINAL_MAX.into(), "2".into());
-        let dry = Policy { mode: Mode::DryRun, ..Policy::default() };
-        let plan = plan_scan(&ScanInput {
-            defaults: dry,
-            raised: vec![raised.clone()],
-            ..input(vec![], vec![], spots.clone())
-        });
-        assert!(plan.orphans.is_empty() && plan.repairs.is_empty(), "{plan:?}");
-        assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
-        let plan = plan_scan(&ScanInput { raised: vec![raised], ..input(vec![], vec![], spots) });
-        assert_eq!((plan.orphans.len(), plan.repairs.len()), (1, 1));
-    }
-
-    fn outdated(mut i: Instance, version: &str) -> Instance {
-        i.tags.insert(crate::drift::TAG_TEMPLATE_ID.into(), "lt-1".into());
-        i.tags.insert(crate::drift::TAG_TEMPLATE_VERSION.into(), version.into());
-        i
-    }
-
-    fn current() -> BTreeMap<String, TemplateVersion> {
-        let v = TemplateVersion { template_id: "lt-1".into(), number: 2, image_id: None, instance_type: None };
-        [("web".to_string(), v)].into()
-    }
-
-    #[test]
     fn outdated_instances_roll_within_the_rollout_limit_in_the_market_the_policy_wants() {
-        use crate::policy::{TAG_ROLLOUT, TAG_ROLLOUT_MAX_IN_FLIGHT};
+        use crate::domain::policy::{TAG_ROLLOUT, TAG_ROLLOUT_MAX_IN_FLIGHT};
         // (members, On-Demand among them, version they run, tags) ->
         // (to Spot, to On-Demand, rolled in their own market, outdated)
         type Case<'a> = (usize, usize, &'a str, &'a [(&'a str, &'a str)], usize, usize, usize, usize);
@@ -835,9 +519,9 @@ mod tests {
 
     #[test]
     fn rollouts_under_way_use_up_the_rollout_limit() {
-        let (g, instances) = floor_group(4, 0, &[(crate::policy::TAG_ROLLOUT_MAX_IN_FLIGHT, "2")]);
+        let (g, instances) = floor_group(4, 0, &[(crate::domain::policy::TAG_ROLLOUT_MAX_IN_FLIGHT, "2")]);
         let mut instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
-        instances[0] = with_tag(instances[0].clone(), TAG_HOLD, &Hold::claim(NOW + 60).value());
+        instances[0] = with_tag(instances[0].clone(), TAG_HOLD, &claim(NOW + 60).value());
         let plan = plan_scan(&ScanInput { current: current(), ..input(vec![g], instances, vec![]) });
         let gp = &plan.groups[0];
         assert_eq!((gp.rollout_in_flight, gp.outdated, gp.rollout.len()), (1, 3, 1), "{gp:?}");
@@ -849,7 +533,7 @@ mod tests {
         let (mut g, instances) = floor_group(4, 4, &[]);
         let instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
         let cur = current();
-        g.tags.insert(TAG_ROLLOUT_PAUSED.into(), crate::drift::pause_value(&cur["web"], NOW - 60));
+        g.tags.insert(TAG_ROLLOUT_PAUSED.into(), crate::domain::drift::pause_value(&cur["web"], NOW - 60));
         let plan = plan_scan(&ScanInput { current: cur.clone(), ..input(vec![g.clone()], instances.clone(), vec![]) });
         let gp = &plan.groups[0];
         assert!(gp.candidates.is_empty() && gp.rollout.is_empty(), "{gp:?}");
@@ -878,7 +562,7 @@ mod tests {
 
     #[test]
     fn a_rollout_in_flight_in_its_own_market_leaves_the_floor_alone() {
-        use crate::policy::TAG_ROLLOUT_MAX_IN_FLIGHT;
+        use crate::domain::policy::TAG_ROLLOUT_MAX_IN_FLIGHT;
         let tags: &[(&str, &str)] = &[(TAG_MIN_ON_DEMAND, "2"), (TAG_ROLLOUT_MAX_IN_FLIGHT, "2")];
         let (g, instances) = floor_group(4, 2, tags); // i-1, i-2 On-Demand; i-3, i-4 Spot
         let instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
@@ -891,7 +575,7 @@ mod tests {
             ("On-Demand copy of an On-Demand instance", vec![od_copy], None, 0),
             ("claimed for its own market, no copy yet", vec![], Some((0, same)), 0),
             // A claim for a market move: the On-Demand instance is leaving, a Spot one replaces it.
-            ("claimed to move to Spot", vec![], Some((0, Hold::claim(NOW + 60).value())), 1),
+            ("claimed to move to Spot", vec![], Some((0, claim(NOW + 60).value())), 1),
         ];
         for (what, copies, hold, want) in cases {
             let mut instances = instances.clone();

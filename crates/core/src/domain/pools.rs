@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Epoch, Tags};
+use crate::domain::model::{rfc3339, Epoch, Tags};
+use crate::domain::policy::Policy;
 
 /// On a group: `asg-optimiser:backoff:<az>`, see the module documentation.
 pub const TAG_BACKOFF_PREFIX: &str = "asg-optimiser:backoff:";
@@ -93,18 +94,32 @@ pub fn compatible(original: &TypeInfo, catalog: &[TypeInfo], factor: f64) -> Vec
     fits.into_iter().take(MAX_OVERRIDES).map(|t| t.name.clone()).collect()
 }
 
-/// Shell-style glob: `*` any run of characters, `?` one character.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
+/// The Spot types to offer for an instance of `base_type` in `az`: its `compatible` types (see
+/// [`compatible`]) that the group's policy allows and that are not backed off there now, or why
+/// there is none. The scanner holds an instance back on the same answer the spot-creator would
+/// launch on.
+pub fn spot_choices(
+    base_type: &str,
+    compatible: &[String],
+    policy: &Policy,
+    backoffs: &Backoffs,
+    az: &str,
+    now: Epoch,
+) -> Result<Vec<String>, String> {
+    let allowed: Vec<String> = compatible.iter().filter(|t| policy.allows(t)).cloned().collect();
+    if allowed.is_empty() {
+        return Err(format!("no Spot type compatible with {base_type} is allowed by the group's policy"));
     }
-    go(pattern.as_bytes(), name.as_bytes())
+    let usable = backoffs.usable(az, &allowed, now);
+    if usable.is_empty() {
+        let until = allowed.iter().filter_map(|t| backoffs.until(az, t, now)).min().unwrap_or(now);
+        return Err(format!(
+            "all {} Spot pools compatible with {base_type} in {az} are backed off until at least {}",
+            allowed.len(),
+            rfc3339(until)
+        ));
+    }
+    Ok(usable)
 }
 
 /// Backed-off pools of one group: (Availability Zone, type or [`ALL_POOLS`]) -> until.
@@ -260,19 +275,25 @@ mod tests {
     }
 
     #[test]
-    fn globs() {
-        for (p, n, want) in [
-            ("m5*", "m5.large", true),
-            ("m5*", "m5a.large", true),
-            ("*.metal", "m5.metal", true),
-            ("*.metal", "m5.large", false),
-            ("m?.large", "m5.large", true),
-            ("m?.large", "m5a.large", false),
-            ("t3.nano", "t3.nano", true),
-            ("", "a", false),
-            ("*", "", true),
-        ] {
-            assert_eq!(glob(p, n), want, "{p} {n}");
+    fn spot_choices_table() {
+        let compatible: Vec<String> = ["m5.large", "m5a.large", "r5.large"].map(String::from).to_vec();
+        let tags: Tags = [(format!("{TAG_BACKOFF_PREFIX}eu-west-1a"), "m5.large=200 r5.large=300".to_string())].into();
+        let (backoffs, _) = Backoffs::from_tags(&tags);
+        let only = |p: &str| Policy { allowed_types: vec![p.into()], ..Policy::default() };
+        // (policy, zone, usable types or a part of why not)
+        let cases: Vec<(Policy, &str, Result<Vec<&str>, &str>)> = vec![
+            (Policy::default(), "eu-west-1a", Ok(vec!["m5a.large"])),
+            (Policy::default(), "eu-west-1b", Ok(vec!["m5.large", "m5a.large", "r5.large"])),
+            (only("m5.*"), "eu-west-1a", Err("backed off until at least")),
+            (only("c5*"), "eu-west-1a", Err("allowed by the group's policy")),
+        ];
+        for (policy, az, want) in cases {
+            let got = spot_choices("m5.large", &compatible, &policy, &backoffs, az, 100);
+            match (&got, &want) {
+                (Ok(types), Ok(w)) => assert_eq!(types, w, "{az} {policy:?}"),
+                (Err(why), Err(part)) => assert!(why.contains(part), "{why}"),
+                _ => panic!("{az} {policy:?}: {got:?}, want {want:?}"),
+            }
         }
     }
 

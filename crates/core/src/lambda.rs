@@ -1,30 +1,67 @@
-//! One SQS batch: each record parsed and handled on its own, every outcome sorted.
+//! The Lambda plumbing shared by the four functions: what a function builds once per cold start
+//! ([`App`]: the SDK adapter, the configuration, the clock), and the SQS batch runner that hands
+//! each record to a workflow and sorts its [`Outcome`] into the partial batch response. No
+//! workflow imports this module; the function crates compose the two.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use tracing::{error, info, info_span, warn, Instrument};
 
-/// How one record ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Work done (or found already done): the message is deleted.
-    Done(String),
-    /// Deliberately not done (the group changed, no capacity, ...): deleted, nothing retried.
-    Dropped(String),
-    /// Bad input (malformed, unknown version, unknown or forged ids): reported as failed so it
-    /// reaches the dead-letter queue after the queue's maxReceiveCount. Nothing was changed.
-    Rejected(String),
-    /// A transient failure (throttling, 5xx): reported as failed, retried after the visibility
-    /// timeout, and dead-lettered if it keeps failing.
-    Retry(String),
+use crate::aws::{ApiCalls, AwsCloud};
+use crate::config::{Config, Function};
+use crate::domain::model::Epoch;
+use crate::error::ConfigError;
+use crate::message::Outcome;
+use crate::metrics::{Metrics, MESSAGES_REJECTED, MESSAGES_RETRIED};
+
+/// Where a function reads the time: the system clock under Lambda, a virtual one in simulation.
+/// The workflows never read a clock; they are handed `now`.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    /// Seconds since the Unix epoch, set by whoever drives the simulation.
+    Virtual(Arc<AtomicI64>),
 }
 
-impl Outcome {
-    pub fn acked(&self) -> bool {
-        matches!(self, Outcome::Done(_) | Outcome::Dropped(_))
+impl Clock {
+    pub fn now(&self) -> Epoch {
+        match self {
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default(),
+            Clock::Virtual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// What a function builds once per cold start and hands to every invocation.
+#[derive(Debug, Clone)]
+pub struct App<C> {
+    pub cloud: C,
+    pub config: Config,
+    /// The calls `cloud` makes, when it is the SDK adapter built with them.
+    pub calls: ApiCalls,
+    /// Write EMF metric documents to stdout: on under Lambda, off when the handlers run
+    /// in-process (tests, demo, simulation), where stdout is for people.
+    pub emit_metrics: bool,
+    pub clock: Clock,
+}
+
+impl App<AwsCloud> {
+    /// Reads the function's configuration (failing with the variable's name) and builds the SDK
+    /// clients from the standard AWS environment.
+    pub async fn from_env(function: Function) -> Result<Self, ConfigError> {
+        let config = Config::from_env(function)?;
+        let calls = ApiCalls::default();
+        let cloud = AwsCloud::from_env(calls.clone()).await;
+        Ok(App { cloud, config, calls, emit_metrics: true, clock: Clock::System })
     }
 }
 
@@ -48,26 +85,14 @@ fn log_outcome(outcome: &Outcome) {
     }
 }
 
-/// Records the ids a message names on the current record's span: the instance being replaced
-/// and, once launched, its copy.
-pub fn record_ids(group: &str, old: &str, new: Option<&str>) {
-    let span = tracing::Span::current();
-    span.record("asg", group);
-    span.record("old", old);
-    if let Some(new) = new {
-        span.record("new", new);
-    }
-}
-
 /// One invocation of an SQS-fed function: every record through `work` (which gets the body and
 /// the invocation's metrics), the outcomes counted, the metrics published, one summary line.
-pub async fn invocation<C, F, Fut>(app: &crate::App<C>, event: SqsEvent, function: &str, work: F) -> SqsBatchResponse
+pub async fn invocation<C, F, Fut>(app: &App<C>, event: SqsEvent, function: &str, work: F) -> SqsBatchResponse
 where
-    F: Fn(String, std::sync::Arc<crate::metrics::Metrics>) -> Fut,
+    F: Fn(String, Arc<Metrics>) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    use crate::metrics::{Metrics, MESSAGES_REJECTED, MESSAGES_RETRIED};
-    let metrics = std::sync::Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::default());
     let (response, tally) = handle_batch(event, app.config.concurrency, |body| work(body, metrics.clone())).await;
     metrics.add(MESSAGES_REJECTED, tally.rejected as f64);
     metrics.add(MESSAGES_RETRIED, tally.retried as f64);

@@ -6,25 +6,25 @@
 
 use tracing::{info, warn};
 
-use crate::batch::Outcome;
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, ANY_STATE, LIVE};
+use crate::actions::{current_template, on_error, paused, put_max_back, read_group, record_ids, send_swaps, set_aside};
+use crate::cloud::{Cloud, InstanceQuery, ANY_STATE, LIVE};
 use crate::config::Config;
-use crate::drift::{drift, fingerprint, pause_value, paused_since, TAG_ROLLOUT_PAUSED};
-use crate::launch::{on_error, paused, set_aside};
-use crate::message::{to_body, SwapRequest};
-use crate::metrics::{self, Metrics};
-use crate::model::{
-    Epoch, Group, Instance, LaunchSource, Market, Tags, LIFECYCLE_IN_SERVICE, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+use crate::domain::drift::{drift, fingerprint, pause_value, TAG_ROLLOUT_PAUSED};
+use crate::domain::housekeeping::busy;
+use crate::domain::model::{
+    Epoch, Group, Instance, Lifecycle, Market, Tags, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
-use crate::plan;
-use crate::policy::Mode;
+use crate::domain::policy::Mode;
+use crate::domain::state::GroupState;
+use crate::message::{Outcome, SwapRequest};
+use crate::metrics::{self, Metrics};
 
 pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SwapRequest::parse(body) {
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
-    crate::batch::record_ids(&req.group, &req.old, Some(&req.new));
+    record_ids(&req.group, &req.old, Some(&req.new));
     Swap { cloud, config, metrics, req: &req, now }.run().await
 }
 
@@ -34,10 +34,6 @@ struct Swap<'a, C> {
     metrics: &'a Metrics,
     req: &'a SwapRequest,
     now: Epoch,
-}
-
-fn is_terminating(lifecycle: &str) -> bool {
-    lifecycle.starts_with("Terminating") || lifecycle == "Terminated"
 }
 
 impl<C: Cloud> Swap<'_, C> {
@@ -77,7 +73,7 @@ impl<C: Cloud> Swap<'_, C> {
         }
         // Dry-run changes nothing; a disabled group starts nothing new, but a swap already past
         // its attach is finished, so that no extra instance is left in the group.
-        let (policy, _) = self.config.policy.for_group(&group.tags);
+        let policy = GroupState::read(&group.tags, &self.config.policy).policy;
         let attached = group.member(spot_id).is_some();
         if policy.mode == Mode::DryRun || (policy.mode == Mode::Disabled && !attached) {
             if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
@@ -92,10 +88,7 @@ impl<C: Cloud> Swap<'_, C> {
     }
 
     async fn group(&self) -> Result<Option<Group>, Outcome> {
-        match self.cloud.groups(&GroupQuery::Named(vec![self.req.group.clone()])).await {
-            Ok(groups) => Ok(groups.into_iter().find(|g| g.name == self.req.group)),
-            Err(e) => Err(on_error("could not describe the group", e)),
-        }
+        read_group(self.cloud, &self.req.group).await.map_err(|e| on_error("could not describe the group", e))
     }
 
     async fn attach(&self, spot: &Instance, group: Group) -> Outcome {
@@ -110,7 +103,7 @@ impl<C: Cloud> Swap<'_, C> {
             return self.abandon(spot, format!("{od} is now protected from scale-in")).await;
         }
         // Why not now, and whether it is the copy's own status checks.
-        let wait = if member.lifecycle != LIFECYCLE_IN_SERVICE {
+        let wait = if member.lifecycle != Lifecycle::InService {
             Some((format!("{od} is {}", member.lifecycle), false))
         } else if let Some(why) = group.unsupported() {
             Some((format!("group {why}"), false))
@@ -184,7 +177,7 @@ impl<C: Cloud> Swap<'_, C> {
         let Some(spot_member) = group.member(spot_id) else {
             return Outcome::Retry(format!("{spot_id} is not in {} right after attach", group.name));
         };
-        if spot_member.lifecycle != LIFECYCLE_IN_SERVICE {
+        if spot_member.lifecycle != Lifecycle::InService {
             if self.now >= spot.launch_time + self.config.orphan_deadline {
                 return self.roll_back(&group, format!("{spot_id} still {} after attach", spot_member.lifecycle)).await;
             }
@@ -192,10 +185,13 @@ impl<C: Cloud> Swap<'_, C> {
         }
         let done = match group.member(od) {
             None => format!("{od} already left {}", group.name),
-            Some(m) if is_terminating(&m.lifecycle) => format!("{od} is already {}", m.lifecycle),
-            Some(m) if m.lifecycle != LIFECYCLE_IN_SERVICE || m.protected_from_scale_in => {
-                let why =
-                    if m.protected_from_scale_in { "protected from scale-in".to_string() } else { m.lifecycle.clone() };
+            Some(m) if m.lifecycle.is_leaving() => format!("{od} is already {}", m.lifecycle),
+            Some(m) if m.lifecycle != Lifecycle::InService || m.protected_from_scale_in => {
+                let why = if m.protected_from_scale_in {
+                    "protected from scale-in".to_string()
+                } else {
+                    m.lifecycle.to_string()
+                };
                 return self.roll_back(&group, format!("{od} is now {why}")).await;
             }
             Some(_) if group.desired - 1 < group.min => {
@@ -231,7 +227,7 @@ impl<C: Cloud> Swap<'_, C> {
             Ok(Some(g)) if g.tags.contains_key(TAG_ORIGINAL_MAX) => g,
             _ => return,
         };
-        let spots = match self
+        let copies = match self
             .cloud
             .instances(&InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) }, LIVE)
             .await
@@ -239,35 +235,16 @@ impl<C: Cloud> Swap<'_, C> {
             Ok(s) => s,
             Err(e) => return warn!(error = %e, "could not check other swaps; the scanner will restore MaxSize"),
         };
-        if plan::busy(&group, &spots) {
+        if busy(&group, &copies) {
             return info!(asg = %group.name, "other swaps under way; MaxSize restored later");
         }
-        let repair = match plan::max_repair(&group) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(note) => return warn!("{note}"),
-        };
-        if let Some(max) = repair.set_max {
-            if let Err(e) = self.cloud.set_max_size(&group.name, max).await {
-                return warn!(error = %e, "could not restore MaxSize; the scanner will");
-            }
-            info!(asg = %group.name, from = group.max, to = max, "restored MaxSize");
-        }
-        if repair.clear_tag {
-            if let Err(e) = self.cloud.untag_group(&group.name, &[TAG_ORIGINAL_MAX.to_string()]).await {
-                warn!(error = %e, "could not clear {TAG_ORIGINAL_MAX}; the scanner will");
-            }
+        if let Err(e) = put_max_back(self.cloud, &group, &GroupState::read(&group.tags, &self.config.policy)).await {
+            warn!(error = %e, "could not restore MaxSize; the scanner will");
         }
     }
 
     async fn later(&self, why: &str) -> Outcome {
-        let message = Outgoing {
-            body: to_body(self.req),
-            delay_seconds: self.config.ready_delay,
-            group_id: None,
-            dedup_id: None,
-        };
-        match self.cloud.send(&self.config.swap_queue_url, vec![message]).await {
+        match send_swaps(self.cloud, self.config, std::slice::from_ref(self.req), self.config.ready_delay).await {
             Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {} s", self.config.ready_delay)),
             Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
             Err(e) => on_error("could not re-enqueue the swap", e),
@@ -276,21 +253,18 @@ impl<C: Cloud> Swap<'_, C> {
 
     /// The copy never became ready. If it runs the group's current configuration and the
     /// instance it replaces does not, that configuration is being rolled out and is bad: pause
-    /// it for the whole group (see [`crate::drift`]), not just for this instance.
+    /// it for the whole group (see [`crate::domain::drift`]), not just for this instance.
     async fn pause_rollout(&self, spot: &Instance, group: &Group) {
-        let LaunchSource::Template { id, version } = &group.launch else { return };
-        if !self.config.policy.for_group(&group.tags).0.rollout {
+        let state = GroupState::read(&group.tags, &self.config.policy);
+        if !state.policy.rollout {
             return;
         }
-        let key = (id.clone(), version.clone());
-        let current = match self.cloud.template_versions(std::slice::from_ref(&key)).await {
-            Ok(mut found) => match found.remove(&key) {
-                Some(c) => c,
-                None => return,
-            },
+        let current = match current_template(self.cloud, group).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
             Err(e) => return warn!(error = %e, "could not read the launch template; rollout not paused"),
         };
-        if drift(spot, &current).is_some() || paused_since(&group.tags, &current).is_some() {
+        if drift(spot, &current).is_some() || state.paused_since(&current).is_some() {
             // Launched from a configuration the group has left already, or paused already.
             return;
         }

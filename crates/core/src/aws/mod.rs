@@ -1,9 +1,14 @@
 //! The SDK adapter behind [`Cloud`]: pagination, batching, error-code mapping and call counting
-//! live here and nowhere else.
+//! live here and nowhere else. The client and its calls are here; conversions from the SDK's
+//! types in [`convert`], the call counter in [`calls`], the Price List lookup in [`price_list`].
+
+mod calls;
+mod convert;
+mod price_list;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -12,69 +17,19 @@ use aws_sdk_autoscaling as asg;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_pricing as pricing;
 use aws_sdk_sqs as sqs;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+pub use calls::ApiCalls;
+use convert::{ec2_filter, err, resolve, to_group, to_instance, to_reservation, to_template_version, to_type_info};
+use price_list::{PriceCache, PRICE_TTL};
 
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
-use crate::error::AwsError;
-use crate::model::{
-    is_capacity_error, launch_failure, Group, Health, Instance, Launch, LaunchResult, LaunchSource, Market, Member,
-    Tags, TemplateVersion,
+use crate::domain::model::{
+    is_capacity_error, launch_failure, Group, Health, Instance, InstanceState, Launch, LaunchResult, Market, Tags,
+    TemplateVersion,
 };
-use crate::pools::TypeInfo;
-use crate::reserved::{platform_of_product, Reservation};
-
-/// Counts AWS calls per `service:Operation` (one per call, whatever its retries), for the scan
-/// summary, the demo and the API-budget tests. Cheap enough to stay on in production.
-#[derive(Debug, Clone, Default)]
-pub struct ApiCalls(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl ApiCalls {
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-
-    /// Calls made since `before` (a snapshot), leaving out operations not called.
-    pub fn since(&self, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-        self.snapshot()
-            .into_iter()
-            .map(|(op, n)| {
-                let d = n - before.get(&op).copied().unwrap_or(0);
-                (op, d)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    }
-}
-
-impl Intercept for ApiCalls {
-    fn name(&self) -> &'static str {
-        "ApiCalls"
-    }
-
-    // Once per operation, after the operation's own configuration (which carries its name) is
-    // in the bag; `read_before_execution` on a client interceptor runs before that.
-    fn read_before_serialization(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> std::result::Result<(), BoxError> {
-        if let (Some(meta), Ok(mut counts)) = (cfg.load::<Metadata>(), self.0.lock()) {
-            *counts
-                .entry(format!("{}:{}", meta.service().to_ascii_lowercase().replace(' ', ""), meta.name()))
-                .or_default() += 1;
-        }
-        Ok(())
-    }
-}
+use crate::domain::pools::TypeInfo;
+use crate::domain::reserved::Reservation;
+use crate::error::AwsError;
 
 /// The real thing: EC2, Auto Scaling, SQS and Price List clients built once per cold start.
 #[derive(Debug, Clone)]
@@ -84,14 +39,11 @@ pub struct AwsCloud {
     sqs: sqs::Client,
     pricing: pricing::Client,
     region: String,
-    /// On-Demand prices already looked up, with when: kept for [`PRICE_TTL`].
-    on_demand_cache: Arc<Mutex<BTreeMap<String, (f64, std::time::Instant)>>>,
-    /// DescribeInstanceTypes answers per query, kept for [`PRICE_TTL`] too.
-    types_cache: Arc<Mutex<BTreeMap<String, (Vec<TypeInfo>, std::time::Instant)>>>,
+    on_demand_cache: PriceCache,
+    /// DescribeInstanceTypes answers per query, kept for [`PRICE_TTL`] too: the catalog changes
+    /// when AWS launches a type.
+    types_cache: Arc<Mutex<BTreeMap<String, (Vec<TypeInfo>, Instant)>>>,
 }
-
-/// How long a looked-up On-Demand price is reused.
-const PRICE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl AwsCloud {
     /// Region, credentials and endpoints from the standard environment (`AWS_REGION`,
@@ -131,163 +83,6 @@ impl AwsCloud {
     }
 }
 
-fn err<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> AwsError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HasStatus,
-{
-    move |e| match &e {
-        SdkError::ServiceError(se) => AwsError::new(
-            operation,
-            se.err().code().map(str::to_owned),
-            // An answer without a message (an emulator's bare 500) still says something.
-            Some(se.err().message().map_or_else(|| format!("HTTP {}", se.raw().status()), str::to_owned)),
-            se.raw().status() >= 500,
-        ),
-        SdkError::ConstructionFailure(_) => {
-            AwsError { transient: false, ..AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()) }
-        }
-        _ => AwsError::unanswered(operation, DisplayErrorContext(&e).to_string()),
-    }
-}
-
-/// The HTTP status of a raw response, so that a 5xx without a known code is still transient.
-pub trait HasStatus {
-    fn status(&self) -> u16;
-}
-
-impl HasStatus for aws_smithy_runtime_api::http::Response {
-    fn status(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
-fn ec2_filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> ec2::types::Filter {
-    ec2::types::Filter::builder().name(name).set_values(Some(values.into_iter().map(Into::into).collect())).build()
-}
-
-fn to_epoch(t: Option<&aws_smithy_types::DateTime>) -> i64 {
-    t.map(|t| t.secs()).unwrap_or_default()
-}
-
-fn to_group(g: &asg::types::AutoScalingGroup) -> Group {
-    let launch = if g.mixed_instances_policy().is_some() {
-        LaunchSource::MixedInstances
-    } else if let Some(lt) = g.launch_template() {
-        LaunchSource::Template {
-            id: lt.launch_template_id().unwrap_or_default().to_string(),
-            version: lt.version().unwrap_or("$Default").to_string(),
-        }
-    } else if g.launch_configuration_name().is_some() {
-        LaunchSource::Configuration
-    } else {
-        LaunchSource::None
-    };
-    Group {
-        name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
-        min: g.min_size().unwrap_or_default(),
-        max: g.max_size().unwrap_or_default(),
-        desired: g.desired_capacity().unwrap_or_default(),
-        tags: g
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-            .collect(),
-        members: g
-            .instances()
-            .iter()
-            .map(|i| Member {
-                id: i.instance_id().unwrap_or_default().to_string(),
-                lifecycle: i.lifecycle_state().map(|l| l.as_str().to_string()).unwrap_or_default(),
-                healthy: i.health_status().is_some_and(|h| h.eq_ignore_ascii_case("healthy")),
-                protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
-            })
-            .collect(),
-        launch,
-        suspended: g.suspended_processes().iter().filter_map(|p| p.process_name().map(str::to_string)).collect(),
-    }
-}
-
-fn to_instance(i: &ec2::types::Instance) -> Instance {
-    Instance {
-        id: i.instance_id().unwrap_or_default().to_string(),
-        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
-        spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
-        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
-        subnet_id: i.subnet_id().map(str::to_string),
-        availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
-        launch_time: to_epoch(i.launch_time()),
-        tags: i
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-            .collect(),
-        image_id: i.image_id().map(str::to_string),
-        platform: i.platform_details().filter(|p| !p.is_empty()).unwrap_or("Linux/UNIX").to_string(),
-        tenancy: i.placement().and_then(|p| p.tenancy()).map_or("default", |t| t.as_str()).to_string(),
-    }
-}
-
-fn to_template_version(v: &ec2::types::LaunchTemplateVersion) -> TemplateVersion {
-    let data = v.launch_template_data();
-    TemplateVersion {
-        template_id: v.launch_template_id().unwrap_or_default().to_string(),
-        number: v.version_number().unwrap_or_default(),
-        image_id: data.and_then(|d| d.image_id()).map(str::to_string),
-        instance_type: data.and_then(|d| d.instance_type()).map(|t| t.as_str().to_string()),
-    }
-}
-
-/// The version `version` (a number, `$Latest` or `$Default`) of template `id` among `found`.
-/// `$Latest` is the highest number listed, which holds for both forms of the call: every version
-/// they return is at most the latest.
-fn resolve<'a>(
-    found: &'a [ec2::types::LaunchTemplateVersion],
-    id: &str,
-    version: &str,
-) -> Option<&'a ec2::types::LaunchTemplateVersion> {
-    let mut of_template = found.iter().filter(|v| v.launch_template_id() == Some(id));
-    match version {
-        "$Latest" => of_template.max_by_key(|v| v.version_number()),
-        "$Default" => of_template.find(|v| v.default_version() == Some(true)),
-        n => of_template.find(|v| v.version_number().map(|x| x.to_string()).as_deref() == Some(n)),
-    }
-}
-
-/// Only active reservations count; a zonal one names its zone, a regional one does not.
-pub(crate) fn to_reservation(r: &ec2::types::ReservedInstances) -> Option<Reservation> {
-    if r.state().map(|s| s.as_str()) != Some("active") {
-        return None;
-    }
-    let zonal = r.scope().is_some_and(|s| s.as_str() == "Availability Zone");
-    Some(Reservation {
-        instance_type: r.instance_type()?.as_str().to_string(),
-        availability_zone: if zonal { r.availability_zone().map(str::to_string) } else { None },
-        count: r.instance_count().unwrap_or_default().max(0) as u32,
-        platform: platform_of_product(r.product_description().map_or("Linux/UNIX", |p| p.as_str())),
-        tenancy: r.instance_tenancy().map_or("default", |t| t.as_str()).to_string(),
-    })
-}
-
-fn to_type_info(t: &ec2::types::InstanceTypeInfo) -> TypeInfo {
-    TypeInfo {
-        name: t.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
-        architectures: t
-            .processor_info()
-            .map(|p| p.supported_architectures().iter().map(|a| a.as_str().to_string()).collect())
-            .unwrap_or_default(),
-        vcpus: t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or_default(),
-        memory_mib: t.memory_info().and_then(|m| m.size_in_mib()).unwrap_or_default(),
-        spot: t.supported_usage_classes().iter().any(|c| c.as_str() == "spot"),
-        burstable: t.burstable_performance_supported().unwrap_or(false),
-        instance_storage: t.instance_storage_supported().unwrap_or(false),
-        current_generation: t.current_generation().unwrap_or(false),
-        bare_metal: t.bare_metal().unwrap_or(false),
-        hypervisor: t.hypervisor().map(|h| h.as_str().to_string()).unwrap_or_default(),
-        boot_modes: t.supported_boot_modes().iter().map(|m| m.as_str().to_string()).collect(),
-    }
-}
-
 /// Filter values per DescribeInstances / DescribeAutoScalingGroups call.
 const FILTER_VALUES: usize = 100;
 
@@ -317,7 +112,7 @@ impl Cloud for AwsCloud {
         Ok(groups)
     }
 
-    async fn instances(&self, query: &InstanceQuery, states: &[&str]) -> Result<Vec<Instance>> {
+    async fn instances(&self, query: &InstanceQuery, states: &[InstanceState]) -> Result<Vec<Instance>> {
         let selectors: Vec<ec2::types::Filter> = match query {
             InstanceQuery::InGroups(names) => names
                 .chunks(FILTER_VALUES)
@@ -338,7 +133,7 @@ impl Cloud for AwsCloud {
                 .ec2
                 .describe_instances()
                 .filters(selector)
-                .filters(ec2_filter("instance-state-name", states.iter().copied()))
+                .filters(ec2_filter("instance-state-name", states.iter().map(InstanceState::as_str)))
                 .max_results(1000)
                 .into_paginator()
                 .send();
@@ -369,8 +164,7 @@ impl Cloud for AwsCloud {
                     state: s
                         .instance_state()
                         .and_then(|st| st.name())
-                        .map(|n| n.as_str().to_string())
-                        .unwrap_or_default(),
+                        .map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
                     system: status(s.system_status()),
                     instance: status(s.instance_status()),
                     ebs: s.attached_ebs_status().and_then(|e| e.status()).map(|st| st.as_str().to_string()),
@@ -431,46 +225,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn on_demand_prices(&self, types: &[String]) -> Result<BTreeMap<String, f64>> {
-        let mut out = BTreeMap::new();
-        for t in types {
-            let cached = self.on_demand_cache.lock().ok().and_then(|c| c.get(t).copied());
-            if let Some((price, _)) = cached.filter(|(_, at)| at.elapsed() < PRICE_TTL) {
-                out.insert(t.clone(), price);
-                continue;
-            }
-            let term = |field: &str, value: &str| {
-                pricing::types::Filter::builder()
-                    .r#type(pricing::types::FilterType::TermMatch)
-                    .field(field)
-                    .value(value)
-                    .build()
-                    .expect("field, type and value are set")
-            };
-            let mut pages = self
-                .pricing
-                .get_products()
-                .service_code("AmazonEC2")
-                .filters(term("instanceType", t))
-                .filters(term("regionCode", &self.region))
-                .filters(term("operatingSystem", "Linux"))
-                .filters(term("tenancy", "Shared"))
-                .filters(term("preInstalledSw", "NA"))
-                .filters(term("capacitystatus", "Used"))
-                .filters(term("licenseModel", "No License required"))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(err("pricing:GetProducts"))?;
-                if let Some(price) = page.price_list().iter().find_map(|doc| crate::savings::on_demand_price(doc)) {
-                    out.insert(t.clone(), price);
-                    if let Ok(mut cache) = self.on_demand_cache.lock() {
-                        cache.insert(t.clone(), (price, std::time::Instant::now()));
-                    }
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        price_list::on_demand_prices(&self.pricing, &self.region, &self.on_demand_cache, types).await
     }
 
     async fn termination_protected(&self, id: &str) -> Result<bool> {
@@ -518,7 +273,7 @@ impl Cloud for AwsCloud {
             types.retain(|t| vcpus.contains(&t.vcpus));
         }
         if let Ok(mut cache) = self.types_cache.lock() {
-            cache.insert(key, (types.clone(), std::time::Instant::now()));
+            cache.insert(key, (types.clone(), Instant::now()));
         }
         Ok(types)
     }
@@ -840,43 +595,5 @@ impl Cloud for AwsCloud {
             failed += out.failed().len();
         }
         Ok(failed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ec2::types::{ReservedInstanceState, ReservedInstances, RiProductDescription, Scope, Tenancy};
-
-    fn reservation(scope: Scope, state: ReservedInstanceState) -> ReservedInstances {
-        ReservedInstances::builder()
-            .instance_type(ec2::types::InstanceType::M5Xlarge)
-            .availability_zone("eu-west-1a")
-            .scope(scope)
-            .instance_count(3)
-            .state(state)
-            .product_description(RiProductDescription::LinuxUnixAmazonVpc)
-            .instance_tenancy(Tenancy::Default)
-            .build()
-    }
-
-    #[test]
-    fn reservations_read_from_the_sdk_keep_only_what_coverage_needs() {
-        let zonal = to_reservation(&reservation(Scope::AvailabilityZone, ReservedInstanceState::Active)).unwrap();
-        assert_eq!(
-            zonal,
-            Reservation {
-                instance_type: "m5.xlarge".into(),
-                availability_zone: Some("eu-west-1a".into()),
-                count: 3,
-                platform: "Linux/UNIX".into(),
-                tenancy: "default".into(),
-            }
-        );
-        // A regional reservation reports a zone too (where it was bought): not a zonal one.
-        let regional = to_reservation(&reservation(Scope::Regional, ReservedInstanceState::Active)).unwrap();
-        assert_eq!(regional.availability_zone, None);
-        assert_eq!(to_reservation(&reservation(Scope::Regional, ReservedInstanceState::Retired)), None);
-        assert_eq!(to_reservation(&reservation(Scope::Regional, ReservedInstanceState::PaymentPending)), None);
     }
 }

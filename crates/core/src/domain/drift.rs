@@ -2,7 +2,7 @@
 //! group launches now, and the per-group pause of a rollout whose new instances failed their
 //! checks. Pure; the scanner, the spot-creator and the swapper share it.
 
-use crate::model::{Epoch, Instance, Tags, TemplateVersion};
+use crate::domain::model::{Epoch, Instance, TemplateVersion};
 
 /// Set by EC2 on every instance launched from a launch template (by a group, RunInstances or a
 /// fleet): the template and the version number it resolved to.
@@ -41,11 +41,27 @@ pub fn pause_value(current: &TemplateVersion, now: Epoch) -> String {
     format!("{} {now}", fingerprint(current))
 }
 
-/// Since when the group's rollout of `current` is paused, if it is. A pause recorded for another
-/// configuration (the group has moved on) or unreadable is no pause.
-pub fn paused_since(tags: &Tags, current: &TemplateVersion) -> Option<Epoch> {
-    let (print, since) = tags.get(TAG_ROLLOUT_PAUSED)?.trim().split_once(' ')?;
-    (print == fingerprint(current)).then(|| since.trim().parse().ok())?
+/// A rollout pause as [`TAG_ROLLOUT_PAUSED`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutPause {
+    fingerprint: String,
+    /// `None` when the tag cannot be read: then it pauses nothing and names no configuration.
+    since: Option<Epoch>,
+}
+
+impl RolloutPause {
+    pub fn parse(raw: &str) -> RolloutPause {
+        match raw.trim().split_once(' ') {
+            Some((print, since)) => RolloutPause { fingerprint: print.to_string(), since: since.trim().parse().ok() },
+            None => RolloutPause { fingerprint: String::new(), since: None },
+        }
+    }
+
+    /// Since when the rollout of `current` is paused, if it is. A pause recorded for another
+    /// configuration (the group has moved on) or unreadable is no pause.
+    pub fn since(&self, current: &TemplateVersion) -> Option<Epoch> {
+        (self.fingerprint == fingerprint(current)).then_some(self.since)?
+    }
 }
 
 #[cfg(test)]
@@ -102,15 +118,14 @@ mod tests {
 
     #[test]
     fn a_pause_holds_only_for_the_configuration_it_names() {
-        let mut tags = Tags::new();
-        assert_eq!(paused_since(&tags, &current()), None);
-        tags.insert(TAG_ROLLOUT_PAUSED.into(), pause_value(&current(), 1_800_000_000));
-        assert_eq!(paused_since(&tags, &current()), Some(1_800_000_000));
+        let pause = RolloutPause::parse(&pause_value(&current(), 1_800_000_000));
+        assert_eq!(pause.since(&current()), Some(1_800_000_000));
         let next = TemplateVersion { number: 4, ..current() };
-        assert_eq!(paused_since(&tags, &next), None);
+        assert_eq!(pause.since(&next), None);
         let reresolved = TemplateVersion { image_id: Some("ami-newer".into()), ..current() };
-        assert_eq!(paused_since(&tags, &reresolved), None);
-        tags.insert(TAG_ROLLOUT_PAUSED.into(), "garbage".into());
-        assert_eq!(paused_since(&tags, &current()), None);
+        assert_eq!(pause.since(&reresolved), None);
+        for garbage in ["garbage", "", "lt-1:3:ami-new soon"] {
+            assert_eq!(RolloutPause::parse(garbage).since(&current()), None, "{garbage:?}");
+        }
     }
 }

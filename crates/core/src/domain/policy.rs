@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Tags;
-use crate::pools::glob;
+use crate::domain::model::Tags;
 
 /// `enabled` (default), `dry-run` (log every decision, change nothing) or `disabled`.
 pub const TAG_MODE: &str = "asg-optimiser:mode";
@@ -200,6 +199,20 @@ pub fn floor_moves(on_demand: usize, leaving: usize, arriving: usize, floor: usi
     }
 }
 
+/// Shell-style glob: `*` any run of characters, `?` one character.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +318,23 @@ mod tests {
                 want,
                 "{od} {leaving} {arriving} {floor} {room}"
             );
+        }
+    }
+
+    #[test]
+    fn globs() {
+        for (p, n, want) in [
+            ("m5*", "m5.large", true),
+            ("m5*", "m5a.large", true),
+            ("*.metal", "m5.metal", true),
+            ("*.metal", "m5.large", false),
+            ("m?.large", "m5.large", true),
+            ("m?.large", "m5a.large", false),
+            ("t3.nano", "t3.nano", true),
+            ("", "a", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob(p, n), want, "{p} {n}");
         }
     }
 

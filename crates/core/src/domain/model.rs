@@ -6,7 +6,7 @@
 //!   [`TAG_GROUP`], [`TAG_REPLACES`], [`TAG_LAUNCHED_AT`], [`TAG_POOL`];
 //! - on instances being replaced: [`TAG_HOLD`] (claimed by a scan, or set aside after a failure);
 //! - on groups whose MaxSize we raised to make room: [`TAG_ORIGINAL_MAX`];
-//! - on groups, backed-off Spot pools: [`crate::pools::TAG_BACKOFF_PREFIX`].
+//! - on groups, backed-off Spot pools: [`crate::domain::pools::TAG_BACKOFF_PREFIX`].
 
 use std::collections::BTreeMap;
 
@@ -48,8 +48,10 @@ impl Group {
         self.members.iter().find(|m| m.id == id)
     }
 
-    pub fn in_service(&self) -> usize {
-        self.members.iter().filter(|m| m.lifecycle == LIFECYCLE_IN_SERVICE).count()
+    /// `copy` (one of ours) replaces an instance that is still a member of this group and not on
+    /// its way out: that swap is not finished.
+    pub fn replaced_still_here(&self, copy: &Instance) -> bool {
+        copy.tag(TAG_REPLACES).and_then(|old| self.member(old)).is_some_and(|m| !m.lifecycle.is_leaving())
     }
 
     pub fn opted_in(&self, key: &str, value: &str) -> bool {
@@ -78,14 +80,83 @@ impl Group {
     }
 }
 
-pub const LIFECYCLE_IN_SERVICE: &str = "InService";
+/// Where an instance is in its group's lifecycle, as DescribeAutoScalingGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Lifecycle {
+    #[default]
+    Pending,
+    PendingWait,
+    PendingProceed,
+    Quarantined,
+    InService,
+    EnteringStandby,
+    Standby,
+    Terminating,
+    TerminatingWait,
+    TerminatingProceed,
+    Terminated,
+    Detaching,
+    Detached,
+    /// Warm-pool states and any state added after this was written.
+    Other(String),
+}
+
+impl Lifecycle {
+    const NAMES: [(Lifecycle, &'static str); 13] = [
+        (Lifecycle::Pending, "Pending"),
+        (Lifecycle::PendingWait, "Pending:Wait"),
+        (Lifecycle::PendingProceed, "Pending:Proceed"),
+        (Lifecycle::Quarantined, "Quarantined"),
+        (Lifecycle::InService, "InService"),
+        (Lifecycle::EnteringStandby, "EnteringStandby"),
+        (Lifecycle::Standby, "Standby"),
+        (Lifecycle::Terminating, "Terminating"),
+        (Lifecycle::TerminatingWait, "Terminating:Wait"),
+        (Lifecycle::TerminatingProceed, "Terminating:Proceed"),
+        (Lifecycle::Terminated, "Terminated"),
+        (Lifecycle::Detaching, "Detaching"),
+        (Lifecycle::Detached, "Detached"),
+    ];
+
+    pub fn parse(raw: &str) -> Lifecycle {
+        Self::NAMES
+            .iter()
+            .find(|(_, name)| *name == raw)
+            .map_or_else(|| Lifecycle::Other(raw.to_string()), |(l, _)| l.clone())
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Lifecycle::Other(raw) => raw,
+            known => Self::NAMES.iter().find(|(l, _)| l == known).map_or("", |(_, name)| name),
+        }
+    }
+
+    /// On its way out of the group (terminating or detaching), or out already.
+    pub fn is_leaving(&self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Terminating
+                | Lifecycle::TerminatingWait
+                | Lifecycle::TerminatingProceed
+                | Lifecycle::Terminated
+                | Lifecycle::Detaching
+                | Lifecycle::Detached
+        )
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An instance as its group sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Member {
     pub id: String,
-    /// `InService`, `Pending`, `Standby`, `Terminating:Wait`, ...
-    pub lifecycle: String,
+    pub lifecycle: Lifecycle,
     pub healthy: bool,
     pub protected_from_scale_in: bool,
 }
@@ -104,12 +175,62 @@ pub enum LaunchSource {
     None,
 }
 
+/// An EC2 instance's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstanceState {
+    #[default]
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+    /// A state this code does not know: treated as not live.
+    Unknown,
+}
+
+impl InstanceState {
+    pub const ALL: [InstanceState; 6] = [
+        InstanceState::Pending,
+        InstanceState::Running,
+        InstanceState::ShuttingDown,
+        InstanceState::Terminated,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+    ];
+
+    pub fn parse(raw: &str) -> InstanceState {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw).unwrap_or(InstanceState::Unknown)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Unknown => "unknown",
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An EC2 instance as DescribeInstances reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Instance {
     pub id: String,
-    /// `pending`, `running`, `shutting-down`, `terminated`, `stopping`, `stopped`.
-    pub state: String,
+    pub state: InstanceState,
     pub spot: bool,
     pub instance_type: String,
     pub subnet_id: Option<String>,
@@ -125,7 +246,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn is_live(&self) -> bool {
-        matches!(self.state.as_str(), "pending" | "running")
+        self.state.is_live()
     }
 
     pub fn tag(&self, key: &str) -> Option<&str> {
@@ -158,10 +279,6 @@ pub enum Hold {
 const SAME_MARKET: &str = "same-market";
 
 impl Hold {
-    pub fn claim(until: Epoch) -> Hold {
-        Hold::Claim { until, same_market: false }
-    }
-
     pub fn parse(value: &str) -> Option<Hold> {
         let mut words = value.split(' ');
         let (kind, until) = (words.next()?, words.next()?.trim().parse().ok()?);
@@ -206,7 +323,7 @@ pub struct TemplateVersion {
 /// Readiness of an instance from DescribeInstanceStatus.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
-    pub state: String,
+    pub state: InstanceState,
     pub system: String,
     pub instance: String,
     /// `None` where the instance has no attached EBS status.
@@ -216,7 +333,7 @@ pub struct Health {
 impl Health {
     /// Both EC2 status checks (and the EBS one where reported) passed.
     pub fn passed(&self) -> bool {
-        self.state == "running"
+        self.state == InstanceState::Running
             && self.system == "ok"
             && self.instance == "ok"
             && self.ebs.as_deref().is_none_or(|s| s == "ok" || s == "not-applicable")
@@ -318,8 +435,11 @@ mod tests {
 
     #[test]
     fn hold_round_trips_and_rejects_garbage() {
-        for hold in [Hold::claim(17), Hold::Claim { until: 17, same_market: true }, Hold::Skip { until: 1_800_000_000 }]
-        {
+        for hold in [
+            Hold::Claim { until: 17, same_market: false },
+            Hold::Claim { until: 17, same_market: true },
+            Hold::Skip { until: 1_800_000_000 },
+        ] {
             assert_eq!(Hold::parse(&hold.value()), Some(hold));
         }
         for bad in ["", "claim", "claim x", "later 5", "claim5", "claim 5 x", "skip 5 same-market"] {
@@ -342,13 +462,13 @@ mod tests {
 
     #[test]
     fn health_needs_both_checks_and_ebs_when_reported() {
-        let ok = Health { state: "running".into(), system: "ok".into(), instance: "ok".into(), ebs: None };
+        let ok = Health { state: InstanceState::Running, system: "ok".into(), instance: "ok".into(), ebs: None };
         assert!(ok.passed());
         assert!(Health { ebs: Some("ok".into()), ..ok.clone() }.passed());
         assert!(!Health { ebs: Some("impaired".into()), ..ok.clone() }.passed());
         assert!(!Health { instance: "initializing".into(), ..ok.clone() }.passed());
         assert!(!Health { system: "insufficient-data".into(), ..ok.clone() }.passed());
-        assert!(!Health { state: "pending".into(), ..ok }.passed());
+        assert!(!Health { state: InstanceState::Pending, ..ok }.passed());
     }
 
     #[test]
@@ -362,6 +482,39 @@ mod tests {
         assert_eq!(g.unsupported(), None);
         let g = Group { launch: template, suspended: vec!["Launch".into()], ..Default::default() };
         assert_eq!(g.unsupported().as_deref(), Some("has suspended processes: Launch"));
+    }
+
+    #[test]
+    fn lifecycles_and_states_read_back_and_say_who_is_leaving() {
+        for raw in ["Pending:Wait", "InService", "Terminating:Wait", "Detaching", "Warmed:Running"] {
+            assert_eq!(Lifecycle::parse(raw).as_str(), raw);
+        }
+        let leaving: Vec<&str> =
+            ["InService", "Standby", "Terminating", "Terminating:Proceed", "Terminated", "Detaching", "Detached"]
+                .into_iter()
+                .filter(|raw| Lifecycle::parse(raw).is_leaving())
+                .collect();
+        assert_eq!(leaving, ["Terminating", "Terminating:Proceed", "Terminated", "Detaching", "Detached"]);
+        for s in InstanceState::ALL {
+            assert_eq!(InstanceState::parse(s.as_str()), s);
+        }
+        assert_eq!(InstanceState::parse("rebooting"), InstanceState::Unknown);
+        assert!(!InstanceState::Unknown.is_live());
+    }
+
+    #[test]
+    fn a_swap_is_unfinished_while_the_replaced_instance_stays_in_the_group() {
+        let copy = Instance { tags: [(TAG_REPLACES.to_string(), "i-1".to_string())].into(), ..Default::default() };
+        let group = |lifecycle: Lifecycle| Group {
+            members: vec![Member { id: "i-1".into(), lifecycle, ..Default::default() }],
+            ..Default::default()
+        };
+        assert!(group(Lifecycle::InService).replaced_still_here(&copy));
+        assert!(group(Lifecycle::Standby).replaced_still_here(&copy));
+        assert!(!group(Lifecycle::TerminatingWait).replaced_still_here(&copy));
+        assert!(!group(Lifecycle::Detaching).replaced_still_here(&copy));
+        assert!(!Group::default().replaced_still_here(&copy));
+        assert!(!group(Lifecycle::InService).replaced_still_here(&Instance::default()));
     }
 
     #[test]

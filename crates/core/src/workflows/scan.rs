@@ -1,22 +1,26 @@
-//! The scanner's run: read everything in a fixed number of paginated calls, plan with
-//! [`crate::plan::plan_scan`], then act, re-checking right before each change.
+//! The scanner's run: read everything in a fixed number of paginated calls, read each group's
+//! tags once, plan with [`plan_groups`] and [`housekeeping`], then act, re-checking right
+//! before each change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
 
+use crate::actions::{compatible_with, put_max_back, send_swaps};
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
-use crate::error::AwsError;
-use crate::message::{to_body, SpotRequest};
-use crate::model::{
+use crate::domain::housekeeping::{housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
+use crate::domain::model::{
     Epoch, Group, Hold, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
-use crate::plan::{self, GroupPlan, ScanInput};
-use crate::policy::Mode;
-use crate::pools::{self, Backoffs};
-use crate::reserved::{self, OnDemand};
-use crate::savings::{self, Savings};
+use crate::domain::plan::{managed_spots, plan_groups, GroupPlan, ScanInput};
+use crate::domain::policy::Mode;
+use crate::domain::pools::ALL_POOLS;
+use crate::domain::reserved;
+use crate::domain::savings::{self, Savings};
+use crate::domain::state::GroupState;
+use crate::error::AwsError;
+use crate::message::{to_body, SpotRequest, SwapRequest};
 
 /// What one scan saw and did. The scanner logs it as one line and returns it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -88,14 +92,17 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     let spots =
         cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
 
+    let states = GroupState::read_all(opted_in.iter().chain(&raised), &config.policy);
+
     let mut notes = Vec::new();
-    let compatible = compatible_types(cloud, config, &opted_in, &instances, now, &mut notes).await;
+    let compatible = compatible_types(cloud, config, &opted_in, &states, &instances, now, &mut notes).await;
     let current = current_templates(cloud, &opted_in, &mut notes).await;
-    let coverage = reserved_coverage(cloud, config, &opted_in, &instances, &mut notes).await;
+    let coverage = reserved_coverage(cloud, config, &opted_in, &states, &instances, &mut notes).await;
     let input = ScanInput {
         reserved: coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
         opted_in,
         raised,
+        states,
         instances,
         spots,
         compatible,
@@ -104,32 +111,33 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
         defaults: config.policy.clone(),
         orphan_deadline: config.orphan_deadline,
     };
-    let plan = plan::plan_scan(&input);
-    let managed = plan::managed_spots(&input);
+    let groups = plan_groups(&input);
+    let chores = housekeeping(&input);
+    let managed = managed_spots(&input);
 
-    notes.extend(plan.notes.iter().cloned());
+    notes.extend(chores.notes.iter().cloned());
     let mut summary = ScanSummary {
-        groups: plan.groups.len(),
-        candidates: plan.groups.iter().map(|g| g.candidates.len()).sum(),
-        to_on_demand: plan.groups.iter().map(|g| g.to_on_demand.len()).sum(),
-        dry_run_groups: plan.groups.iter().filter(|g| g.mode == Mode::DryRun).count(),
-        pools_backed_off: plan.groups.iter().map(|g| g.backed_off_pools).sum(),
-        held_back: plan.groups.iter().map(|g| g.held_back).sum(),
-        outdated: plan.groups.iter().map(|g| g.outdated).sum(),
-        rollout: plan.groups.iter().map(|g| g.rollout.len()).sum(),
-        rollout_in_flight: plan.groups.iter().map(|g| g.rollout_in_flight).sum(),
-        rollouts_paused: plan.groups.iter().filter(|g| g.rollout_paused.is_some()).count(),
+        groups: groups.len(),
+        candidates: groups.iter().map(|g| g.candidates.len()).sum(),
+        to_on_demand: groups.iter().map(|g| g.to_on_demand.len()).sum(),
+        dry_run_groups: groups.iter().filter(|g| g.mode == Mode::DryRun).count(),
+        pools_backed_off: groups.iter().map(|g| g.backed_off_pools).sum(),
+        held_back: groups.iter().map(|g| g.held_back).sum(),
+        outdated: groups.iter().map(|g| g.outdated).sum(),
+        rollout: groups.iter().map(|g| g.rollout.len()).sum(),
+        rollout_in_flight: groups.iter().map(|g| g.rollout_in_flight).sum(),
+        rollouts_paused: groups.iter().filter(|g| g.rollout_paused.is_some()).count(),
         reserved: coverage.map(|c| ReservedSummary {
             covered: c.covered.len(),
             uncovered: c.uncovered,
             unused: c.unused,
             unused_units: c.unused_units,
         }),
-        in_flight: plan.groups.iter().map(|g| g.in_flight).sum(),
+        in_flight: groups.iter().map(|g| g.in_flight).sum(),
         notes,
         ..Default::default()
     };
-    for g in &plan.groups {
+    for g in &groups {
         summary.notes.extend(g.notes.iter().map(|n| format!("group {}: {n}", g.name)));
         if let Some(why) = &g.rollout_paused {
             warn!(asg = %g.name, reason = %why, "rollout paused");
@@ -139,21 +147,22 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     summary.spot_managed = managed.len();
     summary.savings = estimate_savings(cloud, config, &managed, &mut summary.notes).await;
 
-    enqueue(cloud, config, now, &plan.groups, &mut summary).await;
-    clean_up(cloud, &plan.orphans, &mut summary).await;
-    resume(cloud, config, &plan.stalled, &mut summary).await;
-    repair(cloud, &plan.repairs, &mut summary).await;
-    remove_stale_tags(cloud, now, &input.current, &plan.stale_tags, &mut summary).await;
+    enqueue(cloud, config, now, &groups, &mut summary).await;
+    clean_up(cloud, &chores.orphans, &mut summary).await;
+    resume(cloud, config, &chores.stalled, &mut summary).await;
+    repair(cloud, config, &chores.repairs, &mut summary).await;
+    remove_stale_tags(cloud, config, now, &input.current, &chores.stale_tags, &mut summary).await;
 
-    summary.per_group = plan.groups;
+    summary.per_group = groups;
     Ok(summary)
 }
 
-/// Delete tags of ours that no longer mean anything ([`plan::stale_tags`]), re-reading the
-/// groups right before: the spot-creator, the swapper or the interruption handler may have
-/// backed off a pool or paused a rollout since the scan read them.
+/// Delete tags of ours that no longer mean anything ([`stale_tags`]), re-reading the groups
+/// right before: the spot-creator, the swapper or the interruption handler may have backed off a
+/// pool or paused a rollout since the scan read them.
 async fn remove_stale_tags<C: Cloud>(
     cloud: &C,
+    config: &Config,
     now: Epoch,
     current: &BTreeMap<String, TemplateVersion>,
     stale: &[(String, Vec<String>)],
@@ -167,7 +176,7 @@ async fn remove_stale_tags<C: Cloud>(
         Err(e) => return failed(summary, "could not re-read groups to remove stale tags", &e),
     };
     for g in &fresh {
-        let keys = plan::stale_tags(g, current.get(&g.name), now);
+        let keys = stale_tags(&GroupState::read(&g.tags, &config.policy), current.get(&g.name), now);
         if keys.is_empty() {
             continue;
         }
@@ -197,7 +206,7 @@ async fn current_templates<C: Cloud>(
         return BTreeMap::new();
     }
     let wanted: Vec<(String, String)> =
-        named.iter().map(|(_, k)| k.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        named.iter().map(|(_, k)| k.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let found = match cloud.template_versions(&wanted).await {
         Ok(found) => found,
         Err(e) => {
@@ -226,6 +235,7 @@ async fn reserved_coverage<C: Cloud>(
     cloud: &C,
     config: &Config,
     groups: &[Group],
+    states: &BTreeMap<String, GroupState>,
     instances: &[Instance],
     notes: &mut Vec<String>,
 ) -> Option<reserved::Coverage> {
@@ -244,12 +254,8 @@ async fn reserved_coverage<C: Cloud>(
     if reservations.is_empty() {
         return None;
     }
-    let types: Vec<String> = reservations
-        .iter()
-        .flat_map(reserved::usable_by)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let types: Vec<String> =
+        reservations.iter().flat_map(reserved::usable_by).collect::<BTreeSet<_>>().into_iter().collect();
     let everyone = match cloud.instances(&InstanceQuery::Types(types), LIVE).await {
         Ok(found) => found,
         Err(e) => {
@@ -258,37 +264,7 @@ async fn reserved_coverage<C: Cloud>(
             return None;
         }
     };
-    // Inside: On-Demand members the scanner may move. A member that cannot move (protected, or
-    // in a disabled or unsupported group) is billed like any instance outside: it uses the
-    // reservations first. A copy of ours not attached yet takes nothing (the instance it
-    // replaces holds the share), nor does one attached while that instance is still there.
-    let mut movable = std::collections::BTreeSet::new();
-    let mut members = std::collections::BTreeSet::new();
-    for g in groups {
-        let fixed = config.policy.for_group(&g.tags).0.mode == Mode::Disabled || g.unsupported().is_some();
-        for m in &g.members {
-            members.insert(m.id.as_str());
-            if !fixed && !m.protected_from_scale_in {
-                movable.insert(m.id.as_str());
-            }
-        }
-    }
-    let copy_mid_swap = |i: &Instance| i.tag(TAG_REPLACES).is_some_and(|old| members.contains(old));
-    let ours_unattached = |i: &Instance| i.tag(TAG_REPLACES).is_some() && !members.contains(i.id.as_str());
-    let on_demand = |i: &&Instance| !i.spot && !ours_unattached(i) && !copy_mid_swap(i);
-    fn view(i: &Instance) -> OnDemand<'_> {
-        OnDemand {
-            id: &i.id,
-            instance_type: &i.instance_type,
-            availability_zone: i.availability_zone.as_deref().unwrap_or_default(),
-            platform: &i.platform,
-            tenancy: &i.tenancy,
-        }
-    }
-    let outside: Vec<OnDemand> =
-        everyone.iter().filter(on_demand).filter(|i| !movable.contains(i.id.as_str())).map(view).collect();
-    let inside: Vec<OnDemand> =
-        instances.iter().filter(on_demand).filter(|i| movable.contains(i.id.as_str())).map(view).collect();
+    let (outside, inside) = reserved::split(groups, states, instances, &everyone);
     Some(reserved::coverage(&reservations, &outside, &inside))
 }
 
@@ -301,14 +277,15 @@ async fn compatible_types<C: Cloud>(
     cloud: &C,
     config: &Config,
     groups: &[Group],
+    states: &BTreeMap<String, GroupState>,
     instances: &[Instance],
     now: Epoch,
     notes: &mut Vec<String>,
 ) -> BTreeMap<String, Vec<String>> {
-    let mut types = std::collections::BTreeSet::new();
+    let mut types = BTreeSet::new();
     for g in groups {
-        let (backoffs, _) = Backoffs::from_tags(&g.tags);
-        if backoffs.0.iter().any(|((_, t), &until)| t != pools::ALL_POOLS && until > now) {
+        let Some(state) = states.get(&g.name) else { continue };
+        if state.backoffs.0.iter().any(|((_, t), &until)| t != ALL_POOLS && until > now) {
             types.extend(
                 instances.iter().filter(|i| !i.spot && g.member(&i.id).is_some()).map(|i| i.instance_type.clone()),
             );
@@ -316,7 +293,7 @@ async fn compatible_types<C: Cloud>(
     }
     let mut out = BTreeMap::new();
     for t in types {
-        match crate::launch::compatible_with(cloud, &t, config.max_size_factor).await {
+        match compatible_with(cloud, &t, config.max_size_factor).await {
             Ok(Some(compatible)) => {
                 out.insert(t, compatible);
             }
@@ -343,8 +320,7 @@ async fn estimate_savings<C: Cloud>(
         return Some(Savings::default());
     }
     let (on_demand, spot) = if config.price_table.is_empty() {
-        let types: Vec<String> =
-            managed.iter().map(|(t, _)| t.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let types: Vec<String> = managed.iter().map(|(t, _)| t.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         let spot = cloud.spot_prices(&types).await;
         let on_demand = cloud.on_demand_prices(&types).await;
         match (on_demand, spot) {
@@ -439,7 +415,7 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
 
 /// Terminate orphaned Spot instances of ours, after a fresh check that none of them has been
 /// attached to a group since we read.
-async fn clean_up<C: Cloud>(cloud: &C, orphans: &[plan::Orphan], summary: &mut ScanSummary) {
+async fn clean_up<C: Cloud>(cloud: &C, orphans: &[Orphan], summary: &mut ScanSummary) {
     if orphans.is_empty() {
         return;
     }
@@ -468,30 +444,25 @@ async fn clean_up<C: Cloud>(cloud: &C, orphans: &[plan::Orphan], summary: &mut S
 
 /// Swaps whose Spot instance was attached but whose On-Demand instance was never retired (the
 /// swapper's message was lost): hand them back to the swapper, which resumes where it stopped.
-async fn resume<C: Cloud>(
-    cloud: &C,
-    config: &Config,
-    stalled: &[crate::message::SwapRequest],
-    summary: &mut ScanSummary,
-) {
+async fn resume<C: Cloud>(cloud: &C, config: &Config, stalled: &[Stalled], summary: &mut ScanSummary) {
     if stalled.is_empty() {
         return;
     }
-    let messages = stalled
+    let swaps: Vec<SwapRequest> = stalled
         .iter()
         .map(|s| {
             warn!(asg = %s.group, old = %s.old, new = %s.new, "swap stalled after attach; resuming");
-            Outgoing { body: to_body(s), delay_seconds: 0, group_id: None, dedup_id: None }
+            SwapRequest::new(&s.group, &s.old, &s.new, s.market)
         })
         .collect();
-    match cloud.send(&config.swap_queue_url, messages).await {
+    match send_swaps(cloud, config, &swaps, 0).await {
         Ok(unsent) => summary.resumed = stalled.len() - unsent,
         Err(e) => failed(summary, "could not resume stalled swaps", &e),
     }
 }
 
 /// Put back MaxSize values a crashed swap left raised, re-reading each group right before.
-async fn repair<C: Cloud>(cloud: &C, repairs: &[plan::MaxRepair], summary: &mut ScanSummary) {
+async fn repair<C: Cloud>(cloud: &C, config: &Config, repairs: &[MaxRepair], summary: &mut ScanSummary) {
     if repairs.is_empty() {
         return;
     }
@@ -501,20 +472,10 @@ async fn repair<C: Cloud>(cloud: &C, repairs: &[plan::MaxRepair], summary: &mut 
         Err(e) => return failed(summary, "could not re-read groups to repair", &e),
     };
     for g in &fresh {
-        let Ok(Some(r)) = plan::max_repair(g) else { continue };
-        if let Some(max) = r.set_max {
-            if let Err(e) = cloud.set_max_size(&g.name, max).await {
-                failed(summary, &format!("could not restore MaxSize of {}", g.name), &e);
-                continue;
-            }
-            info!(asg = %g.name, from = g.max, to = max, "restored MaxSize raised by an interrupted swap");
+        match put_max_back(cloud, g, &GroupState::read(&g.tags, &config.policy)).await {
+            Ok(Some(_)) => summary.repaired += 1,
+            Ok(None) => {}
+            Err(e) => failed(summary, &format!("could not restore the MaxSize of {}", g.name), &e),
         }
-        if r.clear_tag {
-            if let Err(e) = cloud.untag_group(&g.name, &[TAG_ORIGINAL_MAX.to_string()]).await {
-                failed(summary, &format!("could not clear {TAG_ORIGINAL_MAX} on {}", g.name), &e);
-                continue;
-            }
-        }
-        summary.repaired += 1;
     }
 }

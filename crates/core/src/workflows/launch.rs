@@ -7,19 +7,20 @@ use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
-use crate::batch::Outcome;
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, TypeQuery, LIVE, NOT_TERMINATED};
-use crate::config::Config;
-use crate::drift::{drift, paused_since, TAG_ROLLOUT_PAUSED};
-use crate::error::AwsError;
-use crate::message::{to_body, SpotRequest, SwapRequest};
-use crate::metrics::{self, Metrics};
-use crate::model::{
-    rfc3339, Epoch, Group, Hold, Instance, Launch, LaunchResult, LaunchSource, Market, LIFECYCLE_IN_SERVICE, TAG_GROUP,
-    TAG_HOLD, TAG_LAUNCHED_AT, TAG_POOL, TAG_REPLACES,
+use crate::actions::{
+    back_off, compatible_with, current_template, on_error, paused, read_group, record_ids, send_swaps, set_aside,
 };
-use crate::policy::{Mode, Policy};
-use crate::pools::{self, Backoffs, ALL_POOLS};
+use crate::cloud::{Cloud, InstanceQuery, LIVE, NOT_TERMINATED};
+use crate::config::Config;
+use crate::domain::drift::drift;
+use crate::domain::model::{
+    rfc3339, Epoch, Hold, Instance, InstanceState, Launch, LaunchResult, LaunchSource, Lifecycle, Market, TAG_GROUP,
+    TAG_LAUNCHED_AT, TAG_POOL, TAG_REPLACES,
+};
+use crate::domain::pools::{spot_choices, ALL_POOLS};
+use crate::domain::state::GroupState;
+use crate::message::{Outcome, SpotRequest, SwapRequest};
+use crate::metrics::{self, Metrics};
 
 /// EC2 allows 50 tags per resource; two are kept free for [`TAG_POOL`] and [`TAG_LAUNCHED_AT`],
 /// set after launch (they are not known before, or would differ between two deliveries of one
@@ -36,48 +37,21 @@ pub fn copy_tags(old: &Instance, group: &str) -> (Vec<(String, String)>, usize) 
     (tags, copyable.len().saturating_sub(room))
 }
 
-/// How a failed AWS call ends the message: a missing id is bad input, anything else is retried
-/// (and dead-lettered if it keeps failing).
-pub(crate) fn on_error(what: &str, e: AwsError) -> Outcome {
-    if e.is_not_found() {
-        Outcome::Rejected(format!("{what}: {e}"))
-    } else {
-        if !e.transient {
-            error!(code = e.code(), error = %e, "{what}");
-        }
-        Outcome::Retry(format!("{what}: {e}"))
-    }
-}
-
-/// Why a group's policy forbids any change now, if it does.
-pub(crate) fn paused(policy: &Policy, group: &str, would: &str) -> Option<Outcome> {
-    match policy.mode {
-        Mode::Enabled => None,
-        Mode::DryRun => {
-            info!(asg = %group, dry_run = true, "would {would}");
-            Some(Outcome::Dropped(format!("group {group} is in dry-run: would {would}; nothing changed")))
-        }
-        Mode::Disabled => Some(Outcome::Dropped(format!("group {group} is disabled by tag; nothing changed"))),
-    }
-}
-
 pub async fn create_spot<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SpotRequest::parse(body) {
         Ok(r) => r,
         Err(why) => return Outcome::Rejected(why),
     };
-    crate::batch::record_ids(&req.group, &req.replace, None);
+    record_ids(&req.group, &req.replace, None);
     run(cloud, config, metrics, &req, now).await
 }
 
 async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &SpotRequest, now: Epoch) -> Outcome {
     let (group_name, old_id, market) = (req.group.as_str(), req.replace.as_str(), req.market);
 
-    let group = match cloud.groups(&GroupQuery::Named(vec![group_name.into()])).await {
-        Ok(groups) => match groups.into_iter().find(|g| g.name == group_name) {
-            Some(g) => g,
-            None => return Outcome::Rejected(format!("group {group_name} does not exist")),
-        },
+    let group = match read_group(cloud, group_name).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return Outcome::Rejected(format!("group {group_name} does not exist")),
         Err(e) => return on_error("could not describe the group", e),
     };
 
@@ -88,8 +62,9 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             config.opt_in_key, config.opt_in_value
         ));
     }
-    let (policy, _) = config.policy.for_group(&group.tags);
-    if let Some(outcome) = paused(&policy, group_name, &format!("launch a {} copy of {old_id}", market.as_str())) {
+    let state = GroupState::read(&group.tags, &config.policy);
+    let policy = &state.policy;
+    if let Some(outcome) = paused(policy, group_name, &format!("launch a {} copy of {old_id}", market.as_str())) {
         return outcome;
     }
     // A redelivered message finds the copy it launched before and only re-sends the swap.
@@ -122,13 +97,13 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     let Some(member) = group.member(old_id) else {
         return Outcome::Dropped(format!("{old_id} is not in group {group_name}"));
     };
-    if member.lifecycle != LIFECYCLE_IN_SERVICE {
+    if member.lifecycle != Lifecycle::InService {
         return Outcome::Dropped(format!("{old_id} is {}, not InService", member.lifecycle));
     }
     if member.protected_from_scale_in {
         return Outcome::Dropped(format!("{old_id} is protected from scale-in"));
     }
-    if old.state != "running" {
+    if old.state != InstanceState::Running {
         return Outcome::Dropped(format!("{old_id} is {}, not running", old.state));
     }
     if let Some(Hold::Skip { until }) = old.hold().filter(|h| h.until() > now) {
@@ -143,23 +118,20 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     // What the group launches now: needed for an On-Demand copy's type, to confirm that an
     // instance replaced in its own market is still outdated, and to honour a paused rollout.
     let same_market = Market::of(&old) == market;
-    let current = if market == Market::OnDemand || same_market || group.tags.contains_key(TAG_ROLLOUT_PAUSED) {
-        let key = (template_id.clone(), template_version.clone());
-        match cloud.template_versions(std::slice::from_ref(&key)).await {
-            Ok(mut found) => match found.remove(&key) {
-                Some(v) => Some(v),
-                None => {
-                    return Outcome::Dropped(format!(
-                        "launch template {template_id} version {template_version} of {group_name} does not exist"
-                    ))
-                }
-            },
+    let current = if market == Market::OnDemand || same_market || state.rollout_pause.is_some() {
+        match current_template(cloud, &group).await {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => {
+                return Outcome::Dropped(format!(
+                    "launch template {template_id} version {template_version} of {group_name} does not exist"
+                ))
+            }
             Err(e) => return on_error("could not read the launch template", e),
         }
     } else {
         None
     };
-    if let Some(since) = current.as_ref().and_then(|c| paused_since(&group.tags, c)) {
+    if let Some(since) = current.as_ref().and_then(|c| state.paused_since(c)) {
         return Outcome::Dropped(format!(
             "the rollout of {group_name} is paused since {}: its current configuration failed its checks",
             rfc3339(since)
@@ -191,7 +163,7 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         .unwrap_or_else(|| old.instance_type.clone());
     let instance_types = match market {
         Market::OnDemand => vec![base_type],
-        Market::Spot => match spot_choices(cloud, config, &policy, &group, &base_type, &az, now).await {
+        Market::Spot => match spot_types(cloud, config, &state, &base_type, &az, now).await {
             Ok(Ok(types)) => types,
             Ok(Err(why)) => {
                 metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
@@ -227,7 +199,7 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
                 warn!(new = %instance_id, error = %e, "could not tag the copy with its pool");
             }
             if !empty_pools.is_empty() {
-                back_off(cloud, config, metrics, &group, &az, &empty_pools, now).await;
+                back_off(cloud, config, metrics, group_name, &state.backoffs, &az, &empty_pools, now).await;
             }
             send_swap(cloud, config, req, &instance_id, "copy launched").await
         }
@@ -235,7 +207,7 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
             warn!(asg = %group_name, old = %old_id, pools = %pools, code = %code, reason = %message, "no capacity; keeping the instance");
             if market.is_spot() {
-                back_off(cloud, config, metrics, &group, &az, &[ALL_POOLS.to_string()], now).await;
+                back_off(cloud, config, metrics, group_name, &state.backoffs, &az, &[ALL_POOLS.to_string()], now).await;
             }
             set_aside(cloud, config, old_id, now, format!("no {} capacity for {pools}: {code}", market.as_str())).await
         }
@@ -248,107 +220,35 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     }
 }
 
-/// The Spot types to offer CreateFleet for `old`: compatible, allowed by the group's policy,
-/// and not backed off in its zone. `Ok(Err(why))` when there is none.
-async fn spot_choices<C: Cloud>(
+/// The Spot types to offer CreateFleet for an instance of `base_type` in `az`: see
+/// [`spot_choices`]. `Ok(Err(why))` when there is none.
+async fn spot_types<C: Cloud>(
     cloud: &C,
     config: &Config,
-    policy: &Policy,
-    group: &Group,
+    state: &GroupState,
     base_type: &str,
     az: &str,
     now: Epoch,
-) -> Result<Result<Vec<String>, String>, AwsError> {
+) -> Result<Result<Vec<String>, String>, crate::error::AwsError> {
     let Some(compatible) = compatible_with(cloud, base_type, config.max_size_factor).await? else {
         return Ok(Err(format!("instance type {base_type} is unknown to DescribeInstanceTypes")));
     };
-    let compatible: Vec<String> = compatible.into_iter().filter(|t| policy.allows(t)).collect();
-    if compatible.is_empty() {
-        return Ok(Err(format!("no Spot type compatible with {base_type} is allowed by the group's policy")));
-    }
-    let (backoffs, _) = Backoffs::from_tags(&group.tags);
-    let usable = backoffs.usable(az, &compatible, now);
-    if usable.is_empty() {
-        let until = compatible.iter().filter_map(|t| backoffs.until(az, t, now)).min().unwrap_or(now);
-        return Ok(Err(format!(
-            "all {} Spot pools compatible with {} in {az} are backed off until at least {}",
-            compatible.len(),
-            base_type,
-            rfc3339(until)
-        )));
-    }
-    Ok(Ok(usable))
-}
-
-/// The Spot types that can stand in for `instance_type` (see [`pools::compatible`]), from two
-/// DescribeInstanceTypes the adapter caches; `None` if EC2 does not know the type.
-pub(crate) async fn compatible_with<C: Cloud>(
-    cloud: &C,
-    instance_type: &str,
-    factor: f64,
-) -> Result<Option<Vec<String>>, AwsError> {
-    let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![instance_type.to_string()])).await?.pop() else {
-        return Ok(None);
-    };
-    let catalog = cloud
-        .instance_types(&TypeQuery::SpotCapable {
-            architecture: original.architecture().to_string(),
-            vcpus: pools::vcpu_range(&original, factor),
-        })
-        .await?;
-    Ok(Some(pools::compatible(&original, &catalog, factor)))
-}
-
-/// Back off these pools of `group` in `az` for the configured time, in the group's tag (read
-/// with the group a moment ago). A failure costs only an early retry of the pool.
-pub(crate) async fn back_off<C: Cloud>(
-    cloud: &C,
-    config: &Config,
-    metrics: &Metrics,
-    group: &Group,
-    az: &str,
-    types: &[String],
-    now: Epoch,
-) {
-    let (backoffs, _) = Backoffs::from_tags(&group.tags);
-    let until = now + config.pool_backoff;
-    let (key, value) = backoffs.with(az, types, until, now);
-    match cloud.tag_group(&group.name, &BTreeMap::from([(key, value)])).await {
-        Ok(()) => {
-            metrics.add(metrics::POOLS_BACKED_OFF, types.len() as f64);
-            warn!(asg = %group.name, az = %az, pools = %types.join(","), until = %rfc3339(until), "Spot pools backed off");
-        }
-        Err(e) => warn!(asg = %group.name, az = %az, error = %e, "could not record the pool backoff"),
-    }
+    Ok(spot_choices(base_type, &compatible, &state.policy, &state.backoffs, az, now))
 }
 
 async fn send_swap<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, new: &str, what: &str) -> Outcome {
-    let message = Outgoing {
-        body: to_body(&SwapRequest::new(&req.group, &req.replace, new, req.market)),
-        delay_seconds: config.ready_delay,
-        group_id: None,
-        dedup_id: None,
-    };
-    match cloud.send(&config.swap_queue_url, vec![message]).await {
+    let swap = SwapRequest::new(&req.group, &req.replace, new, req.market);
+    match send_swaps(cloud, config, &[swap], config.ready_delay).await {
         Ok(0) => Outcome::Done(format!("{what}: {new}; swap enqueued")),
         Ok(_) => Outcome::Retry(format!("{what}: {new}; the swap message was not accepted")),
         Err(e) => on_error("could not enqueue the swap", e),
     }
 }
 
-/// Keep the instance and leave it alone for a while, so the scanner does not retry it in a loop.
-pub(crate) async fn set_aside<C: Cloud>(cloud: &C, config: &Config, old: &str, now: Epoch, why: String) -> Outcome {
-    let hold = Hold::Skip { until: now + config.retry_after_failure };
-    let tags = BTreeMap::from([(TAG_HOLD.to_string(), hold.value())]);
-    if let Err(e) = cloud.tag_instances(&[old.to_string()], &tags).await {
-        warn!(old = %old, error = %e, "could not set the instance aside; its claim will expire instead");
-    }
-    Outcome::Dropped(format!("{why}; {old} kept until at least {}", rfc3339(hold.until())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::model::TAG_HOLD;
 
     #[test]
     fn copy_tags_keep_ours_and_leave_room_for_the_pool() {

@@ -67,19 +67,6 @@ pub fn from_table(
     (on_demand, spot)
 }
 
-/// The hourly USD price in one Price List API product document (`GetProducts` PriceList entry).
-pub fn on_demand_price(document: &str) -> Option<f64> {
-    let doc: serde_json::Value = serde_json::from_str(document).ok()?;
-    let terms = doc.get("terms")?.get("OnDemand")?.as_object()?;
-    terms.values().find_map(|term| {
-        term.get("priceDimensions")?.as_object()?.values().find_map(|d| {
-            let unit = d.get("unit").and_then(|u| u.as_str()).unwrap_or("Hrs");
-            let usd: f64 = d.get("pricePerUnit")?.get("USD")?.as_str()?.parse().ok()?;
-            (unit.eq_ignore_ascii_case("Hrs") && usd > 0.0).then_some(usd)
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,14 +95,5 @@ mod tests {
         let s = hourly_savings(&spots, &od, &spot);
         assert!((s.usd_per_hour - 0.12).abs() < 1e-9, "{s:?}");
         assert_eq!((s.priced, s.unpriced), (2, 2));
-    }
-
-    #[test]
-    fn on_demand_price_is_read_from_a_price_list_document() {
-        let doc = r#"{"product":{"attributes":{"instanceType":"m5.large"}},"terms":{"OnDemand":{"X.JRTCKXETXF":{
-            "priceDimensions":{"X.JRTCKXETXF.6YS6EN2CT7":{"unit":"Hrs","pricePerUnit":{"USD":"0.0960000000"}}}}}}}"#;
-        assert_eq!(on_demand_price(doc), Some(0.096));
-        assert_eq!(on_demand_price(r#"{"terms":{}}"#), None);
-        assert_eq!(on_demand_price("not json"), None);
     }
 }

@@ -11,13 +11,14 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, ANY_STATE};
+use crate::actions::{back_off, read_group};
+use crate::cloud::{Cloud, InstanceQuery, ANY_STATE};
 use crate::config::{Config, RebalanceAction};
+use crate::domain::model::{Epoch, TAG_GROUP, TAG_REPLACES};
+use crate::domain::policy::Mode;
+use crate::domain::state::GroupState;
 use crate::error::AwsError;
-use crate::launch::back_off;
 use crate::metrics::{self, Metrics};
-use crate::model::{Epoch, TAG_GROUP, TAG_REPLACES};
-use crate::policy::Mode;
 
 pub const WARNING: &str = "EC2 Spot Instance Interruption Warning";
 pub const REBALANCE: &str = "EC2 Instance Rebalance Recommendation";
@@ -68,7 +69,7 @@ pub async fn handle<C: Cloud>(
     if !instance.spot {
         return Ok(format!("ignored: {id} is not a Spot instance"));
     }
-    let Some(group) = cloud.groups(&GroupQuery::Named(vec![group_name.into()])).await?.pop() else {
+    let Some(group) = read_group(cloud, group_name).await? else {
         return Ok(format!("ignored: group {group_name} of {id} does not exist"));
     };
     if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
@@ -77,8 +78,8 @@ pub async fn handle<C: Cloud>(
     let replace = signal == Signal::Warning || config.rebalance == RebalanceAction::Replace;
     let az = instance.availability_zone.clone().unwrap_or_default();
     let pool = format!("{}@{az}", instance.instance_type);
-    let (policy, _) = config.policy.for_group(&group.tags);
-    match policy.mode {
+    let state = GroupState::read(&group.tags, &config.policy);
+    match state.policy.mode {
         Mode::Enabled => {}
         Mode::DryRun => {
             let would = if replace { "back off its pool and hand it back to the group" } else { "back off its pool" };
@@ -88,7 +89,17 @@ pub async fn handle<C: Cloud>(
         Mode::Disabled => return Ok(format!("ignored: group {group_name} is disabled by tag")),
     }
 
-    back_off(cloud, config, metrics, &group, &az, std::slice::from_ref(&instance.instance_type), now).await;
+    back_off(
+        cloud,
+        config,
+        metrics,
+        &group.name,
+        &state.backoffs,
+        &az,
+        std::slice::from_ref(&instance.instance_type),
+        now,
+    )
+    .await;
     if !replace {
         return Ok(format!("rebalance recommendation: pool {pool} backed off; {id} left running"));
     }
@@ -96,7 +107,7 @@ pub async fn handle<C: Cloud>(
         return Ok(format!("pool {pool} backed off; {id} is already {}", instance.state));
     }
     let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
-    let swap_unfinished = group.member(replaced).is_some_and(|m| !m.lifecycle.starts_with("Terminating"));
+    let swap_unfinished = group.replaced_still_here(&instance);
     let done = match group.member(&id) {
         // Launched but not attached yet: terminate it now, so the swapper cannot attach an
         // instance about to be reclaimed; the instance it was to replace stays.
@@ -106,7 +117,7 @@ pub async fn handle<C: Cloud>(
         }
         // Handed back already (a duplicate event): left to drain; the next scan terminates it.
         None => return Ok(format!("pool {pool} backed off; {id} is not in {group_name} any more")),
-        Some(m) if m.lifecycle.starts_with("Terminating") || m.lifecycle.starts_with("Detaching") => {
+        Some(m) if m.lifecycle.is_leaving() => {
             return Ok(format!("pool {pool} backed off; {id} is already {}", m.lifecycle));
         }
         // Attached while the instance it replaces is still there: undo the attach, as the

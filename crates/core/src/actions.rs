@@ -1,0 +1,161 @@
+//! The steps over the [`Cloud`] that more than one workflow takes, each written once: reading a
+//! group or its launch template, the compatible Spot types of an instance type, backing off
+//! pools, setting an instance aside, sending swap messages, putting a raised MaxSize back, and
+//! how a failed call ends a message. The workflows import this module and never each other.
+
+use std::collections::BTreeMap;
+
+use tracing::{error, info, warn};
+
+use crate::cloud::{Cloud, GroupQuery, Outgoing, TypeQuery};
+use crate::config::Config;
+use crate::domain::housekeeping::{max_repair, MaxRepair};
+use crate::domain::model::{rfc3339, Epoch, Group, Hold, LaunchSource, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX};
+use crate::domain::policy::{Mode, Policy};
+use crate::domain::pools::{self, Backoffs};
+use crate::domain::state::GroupState;
+use crate::error::AwsError;
+use crate::message::{to_body, Outcome, SwapRequest};
+use crate::metrics::{self, Metrics};
+
+/// Records the ids a message names on the current record's span (opened by the SQS batch
+/// runner): the group, the instance being replaced and, once launched, its copy.
+pub fn record_ids(group: &str, old: &str, new: Option<&str>) {
+    let span = tracing::Span::current();
+    span.record("asg", group);
+    span.record("old", old);
+    if let Some(new) = new {
+        span.record("new", new);
+    }
+}
+
+/// How a failed AWS call ends the message: a missing id is bad input, anything else is retried
+/// (and dead-lettered if it keeps failing).
+pub fn on_error(what: &str, e: AwsError) -> Outcome {
+    if e.is_not_found() {
+        Outcome::Rejected(format!("{what}: {e}"))
+    } else {
+        if !e.transient {
+            error!(code = e.code(), error = %e, "{what}");
+        }
+        Outcome::Retry(format!("{what}: {e}"))
+    }
+}
+
+/// Why a group's policy forbids any change now, if it does.
+pub fn paused(policy: &Policy, group: &str, would: &str) -> Option<Outcome> {
+    match policy.mode {
+        Mode::Enabled => None,
+        Mode::DryRun => {
+            info!(asg = %group, dry_run = true, "would {would}");
+            Some(Outcome::Dropped(format!("group {group} is in dry-run: would {would}; nothing changed")))
+        }
+        Mode::Disabled => Some(Outcome::Dropped(format!("group {group} is disabled by tag; nothing changed"))),
+    }
+}
+
+/// One group by name, read fresh; `None` if it does not exist.
+pub async fn read_group<C: Cloud>(cloud: &C, name: &str) -> Result<Option<Group>, AwsError> {
+    Ok(cloud.groups(&GroupQuery::Named(vec![name.to_string()])).await?.into_iter().find(|g| g.name == name))
+}
+
+/// What the group launches now: its launch template version, read fresh. `None` when the group
+/// has no launch template, or the template or version does not exist.
+pub async fn current_template<C: Cloud>(cloud: &C, group: &Group) -> Result<Option<TemplateVersion>, AwsError> {
+    let LaunchSource::Template { id, version } = &group.launch else { return Ok(None) };
+    let key = (id.clone(), version.clone());
+    Ok(cloud.template_versions(std::slice::from_ref(&key)).await?.remove(&key))
+}
+
+/// The Spot types that can stand in for `instance_type` (see [`pools::compatible`]), from two
+/// DescribeInstanceTypes the adapter caches; `None` if EC2 does not know the type.
+pub async fn compatible_with<C: Cloud>(
+    cloud: &C,
+    instance_type: &str,
+    factor: f64,
+) -> Result<Option<Vec<String>>, AwsError> {
+    let Some(original) = cloud.instance_types(&TypeQuery::Named(vec![instance_type.to_string()])).await?.pop() else {
+        return Ok(None);
+    };
+    let catalog = cloud
+        .instance_types(&TypeQuery::SpotCapable {
+            architecture: original.architecture().to_string(),
+            vcpus: pools::vcpu_range(&original, factor),
+        })
+        .await?;
+    Ok(Some(pools::compatible(&original, &catalog, factor)))
+}
+
+/// Back off these pools of `group` in `az` for the configured time, in the group's tag (whose
+/// entries `backoffs` holds, read with the group a moment ago). A failure costs only an early
+/// retry of the pool.
+#[allow(clippy::too_many_arguments)]
+pub async fn back_off<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    metrics: &Metrics,
+    group: &str,
+    backoffs: &Backoffs,
+    az: &str,
+    types: &[String],
+    now: Epoch,
+) {
+    let until = now + config.pool_backoff;
+    let (key, value) = backoffs.with(az, types, until, now);
+    match cloud.tag_group(group, &BTreeMap::from([(key, value)])).await {
+        Ok(()) => {
+            metrics.add(metrics::POOLS_BACKED_OFF, types.len() as f64);
+            warn!(asg = %group, az = %az, pools = %types.join(","), until = %rfc3339(until), "Spot pools backed off");
+        }
+        Err(e) => warn!(asg = %group, az = %az, error = %e, "could not record the pool backoff"),
+    }
+}
+
+/// Keep the instance and leave it alone for a while, so the scanner does not retry it in a loop.
+pub async fn set_aside<C: Cloud>(cloud: &C, config: &Config, old: &str, now: Epoch, why: String) -> Outcome {
+    let hold = Hold::Skip { until: now + config.retry_after_failure };
+    let tags = BTreeMap::from([(TAG_HOLD.to_string(), hold.value())]);
+    if let Err(e) = cloud.tag_instances(&[old.to_string()], &tags).await {
+        warn!(old = %old, error = %e, "could not set the instance aside; its claim will expire instead");
+    }
+    Outcome::Dropped(format!("{why}; {old} kept until at least {}", rfc3339(hold.until())))
+}
+
+/// Sends swap messages to the swapper's queue, delivered after `delay_seconds`; how many could
+/// not be sent.
+pub async fn send_swaps<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    requests: &[SwapRequest],
+    delay_seconds: i32,
+) -> Result<usize, AwsError> {
+    let messages =
+        requests.iter().map(|r| Outgoing { body: to_body(r), delay_seconds, group_id: None, dedup_id: None }).collect();
+    cloud.send(&config.swap_queue_url, messages).await
+}
+
+/// Puts back the MaxSize a swap raised on `group` (read fresh by the caller, who has checked that
+/// no swap of it is under way), and removes the tag that recorded it: see [`max_repair`].
+/// `Ok(None)` when there is nothing to do; `Err` when a call failed (the scanner retries later).
+pub async fn put_max_back<C: Cloud>(
+    cloud: &C,
+    group: &Group,
+    state: &GroupState,
+) -> Result<Option<MaxRepair>, AwsError> {
+    let repair = match max_repair(group, state) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(note) => {
+            warn!("{note}");
+            return Ok(None);
+        }
+    };
+    if let Some(max) = repair.set_max {
+        cloud.set_max_size(&group.name, max).await?;
+        info!(asg = %group.name, from = group.max, to = max, "restored MaxSize");
+    }
+    if repair.clear_tag {
+        cloud.untag_group(&group.name, &[TAG_ORIGINAL_MAX.to_string()]).await?;
+    }
+    Ok(Some(repair))
+}

@@ -1,0 +1,283 @@
+//! Pure decisions of the scanner about what earlier swaps left behind: copies of ours that are
+//! orphans, swaps that stalled after their attach, MaxSize values a swap left raised, and tags of
+//! ours that no longer mean anything.
+
+use std::collections::BTreeMap;
+
+use crate::domain::drift::TAG_ROLLOUT_PAUSED;
+use crate::domain::model::{Epoch, Group, Instance, Market, TemplateVersion, TAG_GROUP, TAG_REPLACES};
+use crate::domain::plan::ScanInput;
+use crate::domain::policy::Mode;
+use crate::domain::pools::TAG_BACKOFF_PREFIX;
+use crate::domain::state::GroupState;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub spot: String,
+    pub group: String,
+    pub reason: String,
+}
+
+/// A swap whose copy was attached but whose replaced instance was never retired (the swapper's
+/// message was lost): to hand back to the swapper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stalled {
+    pub group: String,
+    pub old: String,
+    pub new: String,
+    pub market: Market,
+}
+
+/// Put a raised MaxSize back: set it to `set_max` (if any), and drop the tag when `clear_tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxRepair {
+    pub group: String,
+    pub set_max: Option<i32>,
+    pub clear_tag: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    pub orphans: Vec<Orphan>,
+    pub stalled: Vec<Stalled>,
+    pub repairs: Vec<MaxRepair>,
+    /// Tags of ours that no longer mean anything, per group: see [`stale_tags`].
+    pub stale_tags: Vec<(String, Vec<String>)>,
+    pub notes: Vec<String>,
+}
+
+/// What to tidy up after this scan. Dry-run groups change nothing at all, leftovers included:
+/// the notes say what would happen instead. A group that is not opted in (any more) has no tags
+/// of ours to go by: the configured default mode decides.
+pub fn housekeeping(input: &ScanInput) -> Housekeeping {
+    let now = input.now;
+    let known_groups: BTreeMap<&str, &Group> =
+        input.raised.iter().chain(&input.opted_in).map(|g| (g.name.as_str(), g)).collect();
+    let member_of: BTreeMap<&str, &str> =
+        known_groups.values().flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str()))).collect();
+    let default_dry = input.defaults.mode == Mode::DryRun;
+    let is_dry = |group: &str| match input.opted_in.iter().any(|g| g.name == group) {
+        true => input.state(group).policy.mode == Mode::DryRun,
+        false => default_dry,
+    };
+
+    let mut out = Housekeeping::default();
+    for g in &input.opted_in {
+        let stale = stale_tags(&input.state(&g.name), input.current.get(&g.name), now);
+        if !stale.is_empty() && !is_dry(&g.name) {
+            out.stale_tags.push((g.name.clone(), stale));
+        }
+    }
+
+    for s in &input.spots {
+        let (group, old) = (s.tag(TAG_GROUP).unwrap_or_default(), s.tag(TAG_REPLACES).unwrap_or_default());
+        if let Some(&attached_to) = member_of.get(s.id.as_str()) {
+            let unfinished = known_groups.get(attached_to).is_some_and(|g| g.replaced_still_here(s));
+            if attached_to == group && unfinished && now - s.launch_time > input.orphan_deadline {
+                if is_dry(group) {
+                    out.notes.push(format!("dry-run: would resume the stalled swap of {old} for {}", s.id));
+                } else {
+                    out.stalled.push(Stalled {
+                        group: group.to_string(),
+                        old: old.to_string(),
+                        new: s.id.clone(),
+                        market: Market::of(s),
+                    });
+                }
+            }
+            continue;
+        }
+        let reason = if !s.is_live() {
+            Some(format!("it is {}", s.state))
+        } else if group.is_empty() || old.is_empty() {
+            Some(format!("it lacks the {TAG_GROUP} or {TAG_REPLACES} tag"))
+        } else if !input.opted_in.iter().any(|g| g.name == group) {
+            Some(format!("group {group} is gone or no longer opted in"))
+        } else if member_of.get(old) != Some(&group) {
+            Some(format!("the instance it replaces, {old}, is no longer in {group}"))
+        } else if now - s.launch_time > input.orphan_deadline {
+            Some(format!("it is still not attached {} s after launch", now - s.launch_time))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            if is_dry(group) {
+                out.notes.push(format!("dry-run: would terminate orphan {} ({reason})", s.id));
+            } else {
+                out.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason });
+            }
+        }
+    }
+
+    for g in known_groups.values() {
+        let state = input.state(&g.name);
+        if state.original_max.is_none() || busy(g, &input.spots) {
+            continue;
+        }
+        match max_repair(g, &state) {
+            Ok(Some(_)) if is_dry(&g.name) => {
+                out.notes.push(format!("dry-run: would restore the MaxSize of {}", g.name))
+            }
+            Ok(Some(repair)) => out.repairs.push(repair),
+            Ok(None) => {}
+            Err(note) => out.notes.push(note),
+        }
+    }
+    out
+}
+
+/// Tags of ours on a group that no longer mean anything: backoffs whose every entry has ended,
+/// and a rollout pause that names another configuration than `current` (the group has moved on).
+pub fn stale_tags(state: &GroupState, current: Option<&TemplateVersion>, now: Epoch) -> Vec<String> {
+    let mut stale: Vec<String> =
+        state.backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
+    if state.rollout_pause.is_some() && current.is_some_and(|c| state.paused_since(c).is_none()) {
+        stale.push(TAG_ROLLOUT_PAUSED.to_string());
+    }
+    stale
+}
+
+/// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
+/// attached while the instance it replaces is still a member.
+pub fn busy(g: &Group, spots: &[Instance]) -> bool {
+    spots
+        .iter()
+        .filter(|s| s.is_live() && s.tag(TAG_GROUP) == Some(g.name.as_str()))
+        .any(|s| g.member(&s.id).is_none() || g.replaced_still_here(s))
+}
+
+/// Put back the MaxSize we raised, never below the current desired capacity (a MaxSize below
+/// it would make the group terminate an instance). Call only when the group is not [`busy`].
+pub fn max_repair(g: &Group, state: &GroupState) -> Result<Option<MaxRepair>, String> {
+    let original = match &state.original_max {
+        None => return Ok(None),
+        Some(Ok(n)) => *n,
+        Some(Err(raw)) => {
+            return Err(format!(
+                "group {}: tag {}={raw:?} is not a number; left alone",
+                g.name,
+                crate::domain::model::TAG_ORIGINAL_MAX
+            ))
+        }
+    };
+    let target = original.max(g.desired);
+    let set_max = (target < g.max).then_some(target);
+    let clear_tag = target == original;
+    Ok((set_max.is_some() || clear_tag).then(|| MaxRepair { group: g.name.clone(), set_max, clear_tag }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::*;
+    use crate::domain::model::{InstanceState, TAG_ORIGINAL_MAX};
+    use crate::domain::policy::{Policy, TAG_MODE};
+
+    #[test]
+    fn orphans_table() {
+        let g = group("web", 2, vec![member("i-00000001", "InService"), member("i-0000000b", "InService")]);
+        let stopped = Instance { state: InstanceState::Stopped, ..spot("i-0000000f", "web", "i-00000001", NOW - 10) };
+        let spots = vec![
+            spot("i-0000000a", "web", "i-00000001", NOW - 60), // young, On-Demand still there: in flight
+            spot("i-0000000b", "web", "i-00000099", NOW - 9999), // attached after a finished swap
+            spot("i-0000000c", "web", "i-00000001", NOW - 1300), // never attached, too old
+            spot("i-0000000d", "gone", "i-00000001", NOW - 10), // group not opted in
+            spot("i-0000000e", "web", "i-00000077", NOW - 10), // On-Demand instance gone
+            stopped,
+            // An On-Demand copy (the floor) is ours just the same.
+            Instance { spot: false, ..spot("i-00000010", "web", "i-00000077", NOW - 10) },
+        ];
+        let plan = plan_scan(&input(vec![g.clone()], vec![od("i-00000001", 1)], spots.clone()));
+        let got: Vec<(&str, &str)> = plan.orphans.iter().map(|o| (o.spot.as_str(), o.reason.as_str())).collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert!(got[0].0 == "i-0000000c" && got[0].1.contains("not attached"));
+        assert!(got[1].0 == "i-0000000d" && got[1].1.contains("no longer opted in"));
+        assert!(got[2].0 == "i-0000000e" && got[2].1.contains("no longer in web"));
+        assert!(got[3].0 == "i-0000000f" && got[3].1.contains("stopped"));
+        assert!(got[4].0 == "i-00000010" && got[4].1.contains("no longer in web"));
+        assert!(plan.notes.is_empty());
+        assert!(plan.stalled.is_empty());
+
+        // In dry-run, the same scan terminates nothing and says what it would do.
+        let mut dry = g;
+        dry.tags.insert(TAG_MODE.into(), "dry-run".into());
+        let plan = plan_scan(&input(vec![dry], vec![od("i-00000001", 1)], spots));
+        assert_eq!(plan.orphans.iter().map(|o| o.spot.as_str()).collect::<Vec<_>>(), ["i-0000000d"]);
+        assert_eq!(plan.notes.iter().filter(|n| n.contains("dry-run: would terminate")).count(), 4);
+    }
+
+    #[test]
+    fn an_attached_spot_whose_on_demand_was_never_retired_is_resumed() {
+        let g = group("web", 3, vec![member("i-00000001", "InService"), member("i-0000000a", "InService")]);
+        let fresh = plan_scan(&input(
+            vec![g.clone()],
+            vec![od("i-00000001", 1)],
+            vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)],
+        ));
+        assert!(fresh.stalled.is_empty());
+        assert_eq!(fresh.groups[0].in_flight, 1);
+        let old = plan_scan(&input(
+            vec![g],
+            vec![od("i-00000001", 1)],
+            vec![spot("i-0000000a", "web", "i-00000001", NOW - 5000)],
+        ));
+        assert_eq!(
+            old.stalled,
+            [Stalled { group: "web".into(), old: "i-00000001".into(), new: "i-0000000a".into(), market: Market::Spot }]
+        );
+    }
+
+    #[test]
+    fn max_repair_never_goes_below_desired() {
+        let cases: &[(&str, i32, i32, Option<(Option<i32>, bool)>)] = &[
+            // original, desired, max -> (set_max, clear_tag)
+            ("4", 4, 5, Some((Some(4), true))),
+            ("4", 5, 5, None), // a swap's Spot instance is still counted: wait
+            ("4", 5, 6, Some((Some(5), false))),
+            ("4", 3, 4, Some((None, true))), // already back (crash after the update)
+            ("4", 3, 7, Some((Some(4), true))),
+        ];
+        for &(orig, desired, max, want) in cases {
+            let mut g = group("web", desired, vec![]);
+            g.max = max;
+            g.tags.insert(TAG_ORIGINAL_MAX.into(), orig.into());
+            let got = max_repair(&g, &GroupState::read(&g.tags, &Policy::default()))
+                .unwrap()
+                .map(|r| (r.set_max, r.clear_tag));
+            assert_eq!(got, want, "orig={orig} desired={desired} max={max}");
+        }
+        let mut g = group("web", 1, vec![]);
+        g.tags.insert(TAG_ORIGINAL_MAX.into(), "x".into());
+        assert!(max_repair(&g, &GroupState::read(&g.tags, &Policy::default())).is_err());
+    }
+
+    #[test]
+    fn raised_groups_are_not_repaired_while_a_swap_is_under_way() {
+        let mut g = group("web", 3, vec![member("i-00000001", "InService")]);
+        g.max = 4;
+        g.tags.insert(TAG_ORIGINAL_MAX.into(), "3".into());
+        let spots = vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)];
+        let plan = plan_scan(&ScanInput { raised: vec![g.clone()], ..input(vec![], vec![], spots) });
+        assert!(plan.repairs.is_empty());
+        let plan = plan_scan(&ScanInput { raised: vec![g], ..input(vec![], vec![], vec![]) });
+        assert_eq!(plan.repairs, [MaxRepair { group: "web".into(), set_max: Some(3), clear_tag: true }]);
+    }
+
+    #[test]
+    fn with_dry_run_the_default_groups_no_longer_opted_in_are_left_alone_too() {
+        let spots = vec![spot("i-0000000d", "gone", "i-00000001", NOW - 10)];
+        let mut raised = group("old", 2, vec![]);
+        raised.max = 4;
+        raised.tags.insert(TAG_ORIGINAL_MAX.into(), "2".into());
+        let dry = Policy { mode: Mode::DryRun, ..Policy::default() };
+        let plan = plan_scan(&ScanInput {
+            defaults: dry,
+            raised: vec![raised.clone()],
+            ..input(vec![], vec![], spots.clone())
+        });
+        assert!(plan.orphans.is_empty() && plan.repairs.is_empty(), "{plan:?}");
+        assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
+        let plan = plan_scan(&ScanInput { raised: vec![raised], ..input(vec![], vec![], spots) });
+        assert_eq!((plan.orphans.len(), plan.repairs.len()), (1, 1));
+    }
+}
