@@ -83,6 +83,9 @@ impl<C: Cloud> Cloud for Faulty<C> {
             None => self.inner.reserved_instances().await,
         }
     }
+    async fn interruption_notice(&self, id: &str) -> Result<bool> {
+        self.inner.interruption_notice(id).await
+    }
     async fn has_termination_hook(&self, group: &str) -> Result<bool> {
         self.inner.has_termination_hook(group).await
     }

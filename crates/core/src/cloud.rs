@@ -21,9 +21,9 @@ pub enum GroupQuery {
         key: String,
         value: String,
     },
-    /// Server-side filter `tag-key` = `key`.
-    HavingTag {
-        key: String,
+    /// Server-side filter `tag-key` = any of `keys`.
+    HavingAnyTag {
+        keys: Vec<String>,
     },
     Named(Vec<String>),
 }
@@ -99,6 +99,10 @@ pub trait Cloud: Send + Sync {
     ) -> impl Future<Output = Result<BTreeMap<(String, String), TemplateVersion>>> + Send;
     /// DescribeReservedInstances: the active reservations of this account and Region.
     fn reserved_instances(&self) -> impl Future<Output = Result<Vec<Reservation>>> + Send;
+    /// DescribeSpotInstanceRequests: whether EC2 has given this Spot instance an interruption
+    /// notice (its request's status is `marked-for-termination`, `-stop` or `-hibernation`),
+    /// whether or not the EventBridge event has reached us yet.
+    fn interruption_notice(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// DescribeLifecycleHooks: whether the group has a termination hook (draining).
     fn has_termination_hook(&self, group: &str) -> impl Future<Output = Result<bool>> + Send;
 

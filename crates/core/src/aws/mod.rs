@@ -93,8 +93,9 @@ impl Cloud for AwsCloud {
             GroupQuery::Tagged { key, value } => {
                 vec![self.asg.describe_auto_scaling_groups().filters(filter(format!("tag:{key}"), value))]
             }
-            GroupQuery::HavingTag { key } => {
-                vec![self.asg.describe_auto_scaling_groups().filters(filter("tag-key".into(), key))]
+            GroupQuery::HavingAnyTag { keys } => {
+                let any = asg::types::Filter::builder().name("tag-key").set_values(Some(keys.clone())).build();
+                vec![self.asg.describe_auto_scaling_groups().filters(any)]
             }
             GroupQuery::Named(names) => names
                 .chunks(FILTER_VALUES)
@@ -352,6 +353,21 @@ impl Cloud for AwsCloud {
             .await
             .map_err(err("ec2:DescribeReservedInstances"))?;
         Ok(out.reserved_instances().iter().filter_map(to_reservation).collect())
+    }
+
+    async fn interruption_notice(&self, id: &str) -> Result<bool> {
+        let out = self
+            .ec2
+            .describe_spot_instance_requests()
+            .filters(ec2_filter("instance-id", [id]))
+            .send()
+            .await
+            .map_err(err("ec2:DescribeSpotInstanceRequests"))?;
+        Ok(out
+            .spot_instance_requests()
+            .iter()
+            .filter_map(|r| r.status()?.code())
+            .any(|code| code.starts_with("marked-for-")))
     }
 
     async fn has_termination_hook(&self, group: &str) -> Result<bool> {

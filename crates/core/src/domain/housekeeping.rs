@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::domain::drift::TAG_ROLLOUT_PAUSED;
-use crate::domain::model::{Epoch, Group, Instance, Market, TemplateVersion, TAG_GROUP, TAG_REPLACES};
+use crate::domain::model::{
+    Epoch, Group, Instance, Market, TemplateVersion, TAG_GROUP, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+};
 use crate::domain::plan::ScanInput;
 use crate::domain::policy::Mode;
 use crate::domain::pools::TAG_BACKOFF_PREFIX;
@@ -62,9 +64,10 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
     };
 
     let mut out = Housekeeping::default();
-    for g in &input.opted_in {
-        let stale = stale_tags(&input.state(&g.name), input.current.get(&g.name), now);
-        if !stale.is_empty() && !is_dry(&g.name) {
+    for g in known_groups.values().filter(|g| !is_dry(&g.name)) {
+        let opted_in = input.opted_in.iter().any(|o| o.name == g.name);
+        let stale = stale_tags(&input.state(&g.name), opted_in, input.current.get(&g.name), busy(g, &input.spots), now);
+        if !stale.is_empty() {
             out.stale_tags.push((g.name.clone(), stale));
         }
     }
@@ -126,13 +129,25 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
     out
 }
 
-/// Tags of ours on a group that no longer mean anything: backoffs whose every entry has ended,
-/// and a rollout pause that names another configuration than `current` (the group has moved on).
-pub fn stale_tags(state: &GroupState, current: Option<&TemplateVersion>, now: Epoch) -> Vec<String> {
-    let mut stale: Vec<String> =
-        state.backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")).collect();
-    if state.rollout_pause.is_some() && current.is_some_and(|c| state.paused_since(c).is_none()) {
-        stale.push(TAG_ROLLOUT_PAUSED.to_string());
+/// Tags of ours on a group that no longer mean anything: backoffs whose every entry has ended and
+/// a rollout pause that names another configuration than `current` (the group has moved on),
+/// both in opted-in groups; and the swap marker of a group not `busy`.
+pub fn stale_tags(
+    state: &GroupState,
+    opted_in: bool,
+    current: Option<&TemplateVersion>,
+    busy: bool,
+    now: Epoch,
+) -> Vec<String> {
+    let mut stale: Vec<String> = Vec::new();
+    if opted_in {
+        stale.extend(state.backoffs.expired_zones(now).into_iter().map(|az| format!("{TAG_BACKOFF_PREFIX}{az}")));
+        if state.rollout_pause.is_some() && current.is_some_and(|c| state.paused_since(c).is_none()) {
+            stale.push(TAG_ROLLOUT_PAUSED.to_string());
+        }
+    }
+    if state.swap_marked && !busy {
+        stale.push(TAG_SWAP_UNDER_WAY.to_string());
     }
     stale
 }

@@ -5,7 +5,8 @@
 //! - on the copies we launch (Spot, or On-Demand to hold a group's On-Demand floor):
 //!   [`TAG_GROUP`], [`TAG_REPLACES`], [`TAG_LAUNCHED_AT`], [`TAG_POOL`];
 //! - on instances being replaced: [`TAG_HOLD`] (claimed by a scan, or set aside after a failure);
-//! - on groups whose MaxSize we raised to make room: [`TAG_ORIGINAL_MAX`];
+//! - on groups where a swap of ours may be attached: [`TAG_SWAP_UNDER_WAY`]; and where its
+//!   attach needed MaxSize raised: [`TAG_ORIGINAL_MAX`];
 //! - on groups, backed-off Spot pools: [`crate::domain::pools::TAG_BACKOFF_PREFIX`].
 
 use std::collections::BTreeMap;
@@ -20,6 +21,11 @@ pub const TAG_LAUNCHED_AT: &str = "asg-optimiser:launched-at";
 pub const TAG_HOLD: &str = "asg-optimiser:hold";
 /// On a group: the MaxSize it had before we raised it by one to attach a Spot instance.
 pub const TAG_ORIGINAL_MAX: &str = "asg-optimiser:original-max-size";
+/// On a group: a swap of ours may be attached here (the epoch of the latest attach). Written
+/// before every attach, removed by the scanner once no swap of the group is under way. While it
+/// is there the swapper and the interruption handler may finish or roll back a swap in the group
+/// even after the opt-in tag is gone (their IAM policies grant it on either tag).
+pub const TAG_SWAP_UNDER_WAY: &str = "asg-optimiser:swap-under-way";
 /// On a copy: the pool it was launched in, `<instance type>@<Availability Zone>`.
 pub const TAG_POOL: &str = "asg-optimiser:pool";
 /// Prefix of every tag we own: never copied from an On-Demand instance to its Spot copy.

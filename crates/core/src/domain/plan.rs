@@ -18,7 +18,8 @@ use crate::domain::state::GroupState;
 pub struct ScanInput {
     /// Groups carrying the opt-in tag.
     pub opted_in: Vec<Group>,
-    /// Groups carrying [`crate::domain::model::TAG_ORIGINAL_MAX`], opted in or not.
+    /// Groups carrying a tag a swap leaves ([`crate::domain::model::TAG_SWAP_UNDER_WAY`] or
+    /// [`crate::domain::model::TAG_ORIGINAL_MAX`]), opted in or not.
     pub raised: Vec<Group>,
     /// What the tags of each group in `opted_in` and `raised` say, read once: see
     /// [`GroupState::read_all`].

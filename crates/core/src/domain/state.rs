@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::drift::{RolloutPause, TAG_ROLLOUT_PAUSED};
-use crate::domain::model::{Epoch, Group, Tags, TemplateVersion, TAG_ORIGINAL_MAX};
+use crate::domain::model::{Epoch, Group, Tags, TemplateVersion, TAG_ORIGINAL_MAX, TAG_SWAP_UNDER_WAY};
 use crate::domain::policy::Policy;
 use crate::domain::pools::Backoffs;
 
@@ -18,6 +18,8 @@ pub struct GroupState {
     /// The MaxSize before a swap raised it: `Err(raw)` when the tag cannot be read (then it is
     /// left alone, with a note).
     pub original_max: Option<Result<i32, String>>,
+    /// [`TAG_SWAP_UNDER_WAY`] is on the group.
+    pub swap_marked: bool,
     /// One per tag of ours that could not be read; the default applies in its place.
     pub notes: Vec<String>,
 }
@@ -38,6 +40,7 @@ impl GroupState {
             backoffs,
             rollout_pause: tags.get(TAG_ROLLOUT_PAUSED).map(|raw| RolloutPause::parse(raw)),
             original_max,
+            swap_marked: tags.contains_key(TAG_SWAP_UNDER_WAY),
             notes,
         }
     }

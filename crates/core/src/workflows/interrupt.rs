@@ -73,6 +73,20 @@ pub async fn handle<C: Cloud>(
         return Ok(format!("ignored: group {group_name} of {id} does not exist"));
     };
     if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
+        // Opted out while this copy's swap was under way: undo it as below, so that the group is
+        // as its operator left it; anything else of an opted-out group is left alone.
+        if instance.is_live()
+            && group.member(&id).is_some_and(|m| !m.lifecycle.is_leaving())
+            && group.replaced_still_here(&instance)
+        {
+            let decrement = group.desired - 1 >= group.min;
+            cloud.terminate_in_group(&id, decrement).await?;
+            let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
+            warn!(asg = %group.name, new = %id, "{group_name} was opted out mid-swap: rolled back, {replaced} kept");
+            return Ok(format!(
+                "{id} was attached but its swap unfinished in {group_name}, opted out since: rolled back"
+            ));
+        }
         return Ok(format!("ignored: group {group_name} is not opted in"));
     }
     let replace = signal == Signal::Warning || config.rebalance == RebalanceAction::Replace;

@@ -9,9 +9,10 @@ use tracing::{error, info, warn};
 use crate::actions::{compatible_with, put_max_back, send_swaps};
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
-use crate::domain::housekeeping::{housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
+use crate::domain::housekeeping::{busy, housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
     Epoch, Group, Hold, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::{managed_spots, plan_groups, GroupPlan, ScanInput};
 use crate::domain::policy::Mode;
@@ -85,7 +86,9 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     let opted_in = cloud
         .groups(&GroupQuery::Tagged { key: config.opt_in_key.clone(), value: config.opt_in_value.clone() })
         .await?;
-    let raised = cloud.groups(&GroupQuery::HavingTag { key: TAG_ORIGINAL_MAX.into() }).await?;
+    let raised = cloud
+        .groups(&GroupQuery::HavingAnyTag { keys: vec![TAG_SWAP_UNDER_WAY.into(), TAG_ORIGINAL_MAX.into()] })
+        .await?;
     let names: Vec<String> = opted_in.iter().map(|g| g.name.clone()).collect();
     let instances =
         if names.is_empty() { Vec::new() } else { cloud.instances(&InstanceQuery::InGroups(names), LIVE).await? };
@@ -159,7 +162,8 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
 
 /// Delete tags of ours that no longer mean anything ([`stale_tags`]), re-reading the groups
 /// right before: the spot-creator, the swapper or the interruption handler may have backed off a
-/// pool or paused a rollout since the scan read them.
+/// pool, paused a rollout or started a swap since the scan read them. A swap marker is removed
+/// only after a fresh read of our copies too shows that no swap of the group is under way.
 async fn remove_stale_tags<C: Cloud>(
     cloud: &C,
     config: &Config,
@@ -175,8 +179,20 @@ async fn remove_stale_tags<C: Cloud>(
         Ok(groups) => groups,
         Err(e) => return failed(summary, "could not re-read groups to remove stale tags", &e),
     };
+    let copies = if stale.iter().any(|(_, keys)| keys.iter().any(|k| k == TAG_SWAP_UNDER_WAY)) {
+        match cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, LIVE).await {
+            Ok(found) => Some(found),
+            Err(e) => return failed(summary, "could not re-read our copies to remove stale tags", &e),
+        }
+    } else {
+        None
+    };
     for g in &fresh {
-        let keys = stale_tags(&GroupState::read(&g.tags, &config.policy), current.get(&g.name), now);
+        let state = GroupState::read(&g.tags, &config.policy);
+        let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
+        // Without a fresh read of the copies, the marker counts as in use.
+        let busy = copies.as_deref().is_none_or(|c| busy(g, c));
+        let keys = stale_tags(&state, opted_in, current.get(&g.name), busy, now);
         if keys.is_empty() {
             continue;
         }

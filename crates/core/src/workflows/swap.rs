@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::domain::drift::{drift, fingerprint, pause_value, TAG_ROLLOUT_PAUSED};
 use crate::domain::housekeeping::busy;
 use crate::domain::model::{
-    Epoch, Group, Instance, Lifecycle, Market, Tags, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    Epoch, Group, Instance, Lifecycle, Market, Tags, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::policy::Mode;
 use crate::domain::state::GroupState;
@@ -66,7 +66,13 @@ impl<C: Cloud> Swap<'_, C> {
             }
             Err(outcome) => return outcome,
         };
+        let attached = group.member(spot_id).is_some();
         if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
+            // Opted out mid-swap: nothing goes on, and a copy already attached comes back out,
+            // so that the group is as its operator left it.
+            if attached && group.replaced_still_here(&spot) {
+                return self.roll_back(&group, format!("group {group_name} was opted out mid-swap")).await;
+            }
             return Outcome::Dropped(format!(
                 "group {group_name} is no longer opted in; the scanner will clean up {spot_id}"
             ));
@@ -74,7 +80,6 @@ impl<C: Cloud> Swap<'_, C> {
         // Dry-run changes nothing; a disabled group starts nothing new, but a swap already past
         // its attach is finished, so that no extra instance is left in the group.
         let policy = GroupState::read(&group.tags, &self.config.policy).policy;
-        let attached = group.member(spot_id).is_some();
         if policy.mode == Mode::DryRun || (policy.mode == Mode::Disabled && !attached) {
             if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
                 return outcome;
@@ -136,15 +141,24 @@ impl<C: Cloud> Swap<'_, C> {
             return self.later(&why).await;
         }
 
-        // Make room: AttachInstances fails when desired + 1 > MaxSize. Record the original
-        // MaxSize on the group before raising it, so a crash here can be repaired by a scan.
-        if group.desired + 1 > group.max {
-            if !group.tags.contains_key(TAG_ORIGINAL_MAX) {
-                let tag = Tags::from([(TAG_ORIGINAL_MAX.to_string(), group.max.to_string())]);
-                if let Err(e) = self.cloud.tag_group(&group.name, &tag).await {
-                    return on_error("could not record the original MaxSize", e);
-                }
+        // Mark the group first: a swap of ours may be attached here from now on, which lets a
+        // later step finish or undo it even if the group is opted out meanwhile. Then make room:
+        // AttachInstances fails when desired + 1 > MaxSize; the original MaxSize is recorded in
+        // the same call, before the raise, so a crash here can be repaired by a scan.
+        let raise = group.desired + 1 > group.max;
+        let mut tags = Tags::new();
+        if !group.tags.contains_key(TAG_SWAP_UNDER_WAY) {
+            tags.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
+        }
+        if raise && !group.tags.contains_key(TAG_ORIGINAL_MAX) {
+            tags.insert(TAG_ORIGINAL_MAX.to_string(), group.max.to_string());
+        }
+        if !tags.is_empty() {
+            if let Err(e) = self.cloud.tag_group(&group.name, &tags).await {
+                return on_error("could not mark the group before the attach", e);
             }
+        }
+        if raise {
             if let Err(e) = self.cloud.set_max_size(&group.name, group.desired + 1).await {
                 return on_error("could not raise MaxSize", e);
             }
@@ -202,6 +216,18 @@ impl<C: Cloud> Swap<'_, C> {
                 ));
             }
             Some(_) => {
+                // A copy EC2 has given an interruption notice ends within two minutes: keep the
+                // instance it was to replace. The notice is read here, right before the retire,
+                // because its event may reach the interruption handler after this swap.
+                if self.req.market == Market::Spot {
+                    match self.cloud.interruption_notice(spot_id).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            return self.roll_back(&group, format!("{spot_id} has a Spot interruption notice")).await
+                        }
+                        Err(e) => return on_error("could not read the copy's Spot request", e),
+                    }
+                }
                 // Through the group, decrementing desired: it nets out the attach, and the
                 // group's termination lifecycle hooks (draining) run.
                 if let Err(e) = self.cloud.terminate_in_group(od, true).await {
