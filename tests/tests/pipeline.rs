@@ -10,7 +10,7 @@ use std::time::Duration;
 use asg_core::aws::AwsCloud;
 use asg_core::cloud::Cloud;
 use asg_core::domain::model::{
-    Hold, Launch, LaunchResult, Market, Tags, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_POOL, TAG_REPLACES,
+    Hold, Launch, LaunchResult, Market, Tags, TAG_GROUP, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
 use asg_core::domain::pools::TAG_BACKOFF_PREFIX;
 use asg_core::domain::reserved::Reservation;
@@ -490,7 +490,7 @@ async fn savings_are_estimated_with_prices_looked_up_once_and_cached() {
     }
     assert_eq!(prices.requests(), 1);
     let logs = p.binaries.as_ref().expect("binaries").scanner.logs();
-    let last = logs.lines().filter(|l| l.contains("EstimatedHourlySavingsUSD")).last().expect("savings metric");
+    let last = logs.lines().rfind(|l| l.contains("EstimatedHourlySavingsUSD")).expect("savings metric");
     let doc: serde_json::Value = serde_json::from_str(last).expect("EMF");
     assert!((doc["EstimatedHourlySavingsUSD"].as_f64().unwrap() - 6.0 * (0.096 - 0.00001)).abs() < 1e-6);
     assert_eq!(doc["SpotInstancesManaged"], 6.0);
@@ -581,7 +581,6 @@ async fn spot_copies_come_from_diversified_compatible_pools_that_skip_empty_and_
         for spot in group.spot() {
             let view = p.account.instance(spot).await;
             assert_ne!(view.instance_type, "m5.large", "the empty pool was not used");
-            assert_eq!(view.tags[TAG_POOL], format!("{}@{}", view.instance_type, view.az), "pool recorded");
             if g == "api" {
                 assert!(!view.instance_type.starts_with("m5a"), "denied by the group's policy: {}", view.instance_type);
             }

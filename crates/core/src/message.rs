@@ -39,6 +39,11 @@ pub struct SwapRequest {
     pub new: String,
     #[serde(default)]
     pub market: Market,
+    /// When the copy was launched, as the spot-creator saw it. While the copy only waits for its
+    /// status checks, the swapper then reads its status and nothing else; everything is read
+    /// (and checked) before any change. Absent: everything is read at every delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched: Option<Epoch>,
 }
 
 impl SpotRequest {
@@ -61,7 +66,7 @@ impl SpotRequest {
 
 impl SwapRequest {
     pub fn new(group: &str, old: &str, new: &str, market: Market) -> Self {
-        Self { v: VERSION, group: group.into(), old: old.into(), new: new.into(), market }
+        Self { v: VERSION, group: group.into(), old: old.into(), new: new.into(), market, launched: None }
     }
 
     pub fn parse(body: &str) -> Result<Self, String> {

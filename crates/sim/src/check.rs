@@ -157,7 +157,12 @@ impl Checker {
     pub fn before(&mut self, world: &World, call: &Call, step: u64) {
         self.checks += 1;
         let ours = |id: &str| world.instances.get(id).is_some_and(|i| i.by_tool);
-        let group_of = |id: &str| world.groups.values().find(|g| g.member(id).is_some()).map(|g| g.name.clone());
+        let member_of: BTreeMap<&str, &str> = world
+            .groups
+            .values()
+            .flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str())))
+            .collect();
+        let group_of = |id: &str| member_of.get(id).map(|g| g.to_string());
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         let dry_run = |g: &str| {
             world.groups.get(g).is_some_and(|g| {

@@ -3,9 +3,7 @@
 //! calls and sending to the queues are always allowed.
 
 use asg_core::domain::drift::TAG_ROLLOUT_PAUSED;
-use asg_core::domain::model::{
-    TAG_HOLD, TAG_LAUNCHED_AT, TAG_ORIGINAL_MAX, TAG_POOL, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
-};
+use asg_core::domain::model::{TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
 use asg_core::domain::pools::TAG_BACKOFF_PREFIX;
 
 use crate::check::Call;
@@ -29,6 +27,18 @@ fn keys_within<'a>(keys: impl IntoIterator<Item = &'a String>, allowed: &[&str])
     })
 }
 
+impl Role {
+    /// The function's name, as its metrics and logs call it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Scanner => "scanner",
+            Role::SpotCreator => "spot-creator",
+            Role::Swapper => "swapper",
+            Role::Interruption => "interruption",
+        }
+    }
+}
+
 /// Why `role` may not make `call` now, if it may not. With `as_if_opted_in`, every group is
 /// taken to carry the opt-in tag: a call refused only without it was raced by an operator opting
 /// the group out, not made by mistake.
@@ -41,16 +51,15 @@ pub fn refuses(role: Role, call: &Call, world: &World, opt_in: (&str, &str), as_
     // or undo it whatever the opt-in tag says.
     let marked = |g: &str| group_has(g, TAG_SWAP_UNDER_WAY, None);
     let instance_has = |id: &str, key: &str| world.instances.get(id).is_some_and(|i| i.tags.contains_key(key));
-    let group_of = |id: &str| world.groups.values().find(|g| g.member(id).is_some()).map(|g| g.name.clone());
+    let group_of = |id: &str| {
+        let group = world.instances.get(id)?.tags.get(GROUP_NAME_TAG)?;
+        world.groups.get(group).filter(|g| g.member(id).is_some()).map(|g| g.name.clone())
+    };
     let ok = match (role, call) {
         (_, Call::Send(..)) => true,
         (Role::SpotCreator, Call::Launch(_)) => true,
         (_, Call::Terminate(ids)) => ids.iter().all(|id| instance_has(id, TAG_REPLACES)),
-        (Role::SpotCreator, Call::TagInstances(ids, tags)) => ids.iter().all(|id| {
-            (instance_has(id, TAG_REPLACES) && keys_within(tags.keys(), &[TAG_POOL, TAG_LAUNCHED_AT]))
-                || (instance_has(id, GROUP_NAME_TAG) && keys_within(tags.keys(), &[TAG_HOLD]))
-        }),
-        (Role::Scanner | Role::Swapper, Call::TagInstances(ids, tags)) => {
+        (_, Call::TagInstances(ids, tags)) => {
             keys_within(tags.keys(), &[TAG_HOLD]) && ids.iter().all(|id| instance_has(id, GROUP_NAME_TAG))
         }
         (Role::SpotCreator | Role::Interruption, Call::TagGroup(g, tags)) => {

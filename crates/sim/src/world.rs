@@ -254,7 +254,7 @@ impl World {
     pub fn new(seed: u64, now: Epoch, zones: &[&str]) -> World {
         World {
             now,
-            rng: Rng::new(seed ^ 0x5EED_0F_A11),
+            rng: Rng::new(seed ^ 0x05EE_D0FA),
             timing: Timing::default(),
             zones: zones.iter().map(|z| z.to_string()).collect(),
             templates: BTreeMap::new(),
@@ -797,15 +797,21 @@ impl World {
 
     /// DescribeInstances: only instances the account shows already, in `states`.
     pub fn describe_instances(&self, query: &InstanceQuery, states: &[InstanceState]) -> Vec<Instance> {
+        let values: BTreeSet<&str> = match query {
+            InstanceQuery::InGroups(v) | InstanceQuery::Ids(v) | InstanceQuery::Types(v) => {
+                v.iter().map(String::as_str).collect()
+            }
+            InstanceQuery::Tagged { .. } => BTreeSet::new(),
+        };
         self.instances
             .values()
             .filter(|i| i.visible_at <= self.now && states.contains(&i.state))
             .filter(|i| match query {
-                InstanceQuery::InGroups(names) => i.tags.get(GROUP_NAME_TAG).is_some_and(|g| names.contains(g)),
+                InstanceQuery::InGroups(_) => i.tags.get(GROUP_NAME_TAG).is_some_and(|g| values.contains(g.as_str())),
                 InstanceQuery::Tagged { key, value: None } => i.tags.contains_key(key),
                 InstanceQuery::Tagged { key, value: Some(v) } => i.tags.get(key) == Some(v),
-                InstanceQuery::Ids(ids) => ids.contains(&i.id),
-                InstanceQuery::Types(types) => types.contains(&i.instance_type),
+                InstanceQuery::Ids(_) => values.contains(i.id.as_str()),
+                InstanceQuery::Types(_) => values.contains(i.instance_type.as_str()),
             })
             .map(Self::to_instance)
             .collect()

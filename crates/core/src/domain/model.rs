@@ -3,7 +3,8 @@
 //! Durable state lives in tags on the instances and groups themselves, so that no datastore is
 //! needed and a crash at any point leaves something the next run can read:
 //! - on the copies we launch (Spot, or On-Demand to hold a group's On-Demand floor):
-//!   [`TAG_GROUP`], [`TAG_REPLACES`], [`TAG_LAUNCHED_AT`], [`TAG_POOL`];
+//!   [`TAG_GROUP`], [`TAG_REPLACES`] (its pool and launch time are its own type, zone and
+//!   LaunchTime);
 //! - on instances being replaced: [`TAG_HOLD`] (claimed by a scan, or set aside after a failure);
 //! - on groups where a swap of ours may be attached: [`TAG_SWAP_UNDER_WAY`]; and where its
 //!   attach needed MaxSize raised: [`TAG_ORIGINAL_MAX`];
@@ -15,8 +16,6 @@ use std::collections::BTreeMap;
 pub const TAG_GROUP: &str = "asg-optimiser:group";
 /// On-Demand instance the Spot instance replaces.
 pub const TAG_REPLACES: &str = "asg-optimiser:replaces";
-/// When we launched it (RFC 3339), for humans; deadlines use the instance's own LaunchTime.
-pub const TAG_LAUNCHED_AT: &str = "asg-optimiser:launched-at";
 /// On an On-Demand instance: `claim <epoch>` or `skip <epoch>`, see [`Hold`].
 pub const TAG_HOLD: &str = "asg-optimiser:hold";
 /// On a group: the MaxSize it had before we raised it by one to attach a Spot instance.
@@ -26,8 +25,6 @@ pub const TAG_ORIGINAL_MAX: &str = "asg-optimiser:original-max-size";
 /// is there the swapper and the interruption handler may finish or roll back a swap in the group
 /// even after the opt-in tag is gone (their IAM policies grant it on either tag).
 pub const TAG_SWAP_UNDER_WAY: &str = "asg-optimiser:swap-under-way";
-/// On a copy: the pool it was launched in, `<instance type>@<Availability Zone>`.
-pub const TAG_POOL: &str = "asg-optimiser:pool";
 /// Prefix of every tag we own: never copied from an On-Demand instance to its Spot copy.
 pub const OUR_TAG_PREFIX: &str = "asg-optimiser:";
 

@@ -3,8 +3,6 @@
 //! to hold the group's On-Demand floor; in the instance's own market when it only runs an
 //! outdated configuration), then a swap message.
 
-use std::collections::BTreeMap;
-
 use tracing::{error, info, warn};
 
 use crate::actions::{
@@ -15,16 +13,15 @@ use crate::config::Config;
 use crate::domain::drift::drift;
 use crate::domain::model::{
     rfc3339, Epoch, Hold, Instance, InstanceState, Launch, LaunchResult, LaunchSource, Lifecycle, Market, TAG_GROUP,
-    TAG_LAUNCHED_AT, TAG_POOL, TAG_REPLACES,
+    TAG_REPLACES,
 };
 use crate::domain::pools::{spot_choices, ALL_POOLS};
 use crate::domain::state::GroupState;
 use crate::message::{Outcome, SpotRequest, SwapRequest};
 use crate::metrics::{self, Metrics};
 
-/// EC2 allows 50 tags per resource; two are kept free for [`TAG_POOL`] and [`TAG_LAUNCHED_AT`],
-/// set after launch (they are not known before, or would differ between two deliveries of one
-/// message, and a ClientToken reused with other parameters is refused).
+/// EC2 allows 50 tags per resource (`aws:` tags not counted); two are kept free: one for the
+/// hold a later scan writes when it replaces the copy in turn (the floor, a rollout), one spare.
 const MAX_TAGS: usize = 48;
 
 /// Tags for the copy at launch: ours first (they must never be crowded out), then the replaced
@@ -81,7 +78,7 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         .min_by(|a, b| a.id.cmp(&b.id))
     {
         info!(asg = %group_name, old = %old_id, new = %copy.id, "copy already launched; re-sending the swap");
-        return send_swap(cloud, config, req, &copy.id, "copy already launched").await;
+        return send_swap(cloud, config, req, &copy.id, copy.launch_time, "copy already launched").await;
     }
 
     let old = match cloud.instances(&InstanceQuery::Ids(vec![old_id.into()]), NOT_TERMINATED).await {
@@ -193,15 +190,10 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             metrics.incr(if market.is_spot() { metrics::SPOT_LAUNCHED } else { metrics::ON_DEMAND_LAUNCHED });
             let pool = format!("{instance_type}@{az}");
             info!(asg = %group_name, old = %old_id, new = %instance_id, pool = %pool, market = market.as_str(), "copy launched");
-            let tags = BTreeMap::from([(TAG_POOL.to_string(), pool), (TAG_LAUNCHED_AT.to_string(), rfc3339(now))]);
-            if let Err(e) = cloud.tag_instances(std::slice::from_ref(&instance_id), &tags).await {
-                // Its type, zone and LaunchTime say the same; the tags are for people and filters.
-                warn!(new = %instance_id, error = %e, "could not tag the copy with its pool");
-            }
             if !empty_pools.is_empty() {
                 back_off(cloud, config, metrics, group_name, &state.backoffs, &az, &empty_pools, now).await;
             }
-            send_swap(cloud, config, req, &instance_id, "copy launched").await
+            send_swap(cloud, config, req, &instance_id, now, "copy launched").await
         }
         Ok(LaunchResult::NoCapacity { code, message }) => {
             metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
@@ -236,8 +228,15 @@ async fn spot_types<C: Cloud>(
     Ok(spot_choices(base_type, &compatible, &state.policy, &state.backoffs, az, now))
 }
 
-async fn send_swap<C: Cloud>(cloud: &C, config: &Config, req: &SpotRequest, new: &str, what: &str) -> Outcome {
-    let swap = SwapRequest::new(&req.group, &req.replace, new, req.market);
+async fn send_swap<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    req: &SpotRequest,
+    new: &str,
+    launched: Epoch,
+    what: &str,
+) -> Outcome {
+    let swap = SwapRequest { launched: Some(launched), ..SwapRequest::new(&req.group, &req.replace, new, req.market) };
     match send_swaps(cloud, config, &[swap], config.ready_delay).await {
         Ok(0) => Outcome::Done(format!("{what}: {new}; swap enqueued")),
         Ok(_) => Outcome::Retry(format!("{what}: {new}; the swap message was not accepted")),
@@ -251,7 +250,7 @@ mod tests {
     use crate::domain::model::TAG_HOLD;
 
     #[test]
-    fn copy_tags_keep_ours_and_leave_room_for_the_pool() {
+    fn copy_tags_keep_ours_and_leave_room_for_a_later_hold() {
         let mut od = Instance { id: "i-00000001".into(), ..Default::default() };
         od.tags.insert("aws:autoscaling:groupName".into(), "web".into());
         od.tags.insert(TAG_HOLD.into(), "claim 5".into());

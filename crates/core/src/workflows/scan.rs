@@ -154,7 +154,25 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     clean_up(cloud, &chores.orphans, &mut summary).await;
     resume(cloud, config, &chores.stalled, &mut summary).await;
     repair(cloud, config, &chores.repairs, &mut summary).await;
-    remove_stale_tags(cloud, config, now, &input.current, &chores.stale_tags, &mut summary).await;
+    // A group that gets replacements this scan keeps its swap marker: its next swap would only
+    // write it again.
+    let replacing: BTreeSet<&str> = groups
+        .iter()
+        .filter(|g| {
+            g.mode == Mode::Enabled && !(g.candidates.is_empty() && g.to_on_demand.is_empty() && g.rollout.is_empty())
+        })
+        .map(|g| g.name.as_str())
+        .collect();
+    let stale: Vec<(String, Vec<String>)> = chores
+        .stale_tags
+        .iter()
+        .map(|(g, keys)| {
+            let keep_marker = replacing.contains(g.as_str());
+            (g.clone(), keys.iter().filter(|k| !(keep_marker && *k == TAG_SWAP_UNDER_WAY)).cloned().collect())
+        })
+        .filter(|(_, keys): &(String, Vec<String>)| !keys.is_empty())
+        .collect();
+    remove_stale_tags(cloud, config, now, &input.current, &stale, &mut summary).await;
 
     summary.per_group = groups;
     Ok(summary)
@@ -192,7 +210,12 @@ async fn remove_stale_tags<C: Cloud>(
         let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
         // Without a fresh read of the copies, the marker counts as in use.
         let busy = copies.as_deref().is_none_or(|c| busy(g, c));
-        let keys = stale_tags(&state, opted_in, current.get(&g.name), busy, now);
+        let wanted =
+            stale.iter().find(|(name, _)| *name == g.name).map(|(_, keys)| keys.as_slice()).unwrap_or_default();
+        let keys: Vec<String> = stale_tags(&state, opted_in, current.get(&g.name), busy, now)
+            .into_iter()
+            .filter(|k| wanted.contains(k))
+            .collect();
         if keys.is_empty() {
             continue;
         }

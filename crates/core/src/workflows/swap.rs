@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::domain::drift::{drift, fingerprint, pause_value, TAG_ROLLOUT_PAUSED};
 use crate::domain::housekeeping::busy;
 use crate::domain::model::{
-    Epoch, Group, Instance, Lifecycle, Market, Tags, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+    Epoch, Group, Health, Instance, Lifecycle, Market, Tags, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::policy::Mode;
 use crate::domain::state::GroupState;
@@ -28,6 +29,10 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body:
     Swap { cloud, config, metrics, req: &req, now }.run().await
 }
 
+fn not_ready(id: &str, h: &Health) -> String {
+    format!("{id} has not passed its status checks (state {}, system {}, instance {})", h.state, h.system, h.instance)
+}
+
 struct Swap<'a, C> {
     cloud: &'a C,
     config: &'a Config,
@@ -39,6 +44,20 @@ struct Swap<'a, C> {
 impl<C: Cloud> Swap<'_, C> {
     async fn run(&self) -> Outcome {
         let SwapRequest { group: group_name, old: od, new: spot_id, market, .. } = self.req;
+        // While the copy only waits for its status checks (and its deadline is not near), its
+        // status is all there is to read; everything else is read once it is ready, before any
+        // change. A forged message gains nothing here: this reads, and re-sends itself.
+        let mut checked = None;
+        if self.req.launched.is_some_and(|t| self.now < t + self.config.ready_deadline) {
+            match self.cloud.health(std::slice::from_ref(spot_id)).await {
+                Ok(mut found) => match found.remove(spot_id) {
+                    Some(h) if h.state.is_live() && !h.passed() => return self.later(&not_ready(spot_id, &h)).await,
+                    other => checked = other,
+                },
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return on_error("could not read the copy's status", e),
+            }
+        }
         let spot = match self.cloud.instances(&InstanceQuery::Ids(vec![spot_id.clone()]), ANY_STATE).await {
             Ok(found) => match found.into_iter().next() {
                 Some(s) => s,
@@ -86,17 +105,18 @@ impl<C: Cloud> Swap<'_, C> {
             }
         }
         if attached {
-            // Attached by an earlier delivery: resume after the attach.
-            return self.finish(&spot).await;
+            // Attached by an earlier delivery: resume after the attach, with the group just read.
+            return self.finish(&spot, Some(group)).await;
         }
-        self.attach(&spot, group).await
+        self.attach(&spot, group, checked).await
     }
 
     async fn group(&self) -> Result<Option<Group>, Outcome> {
         read_group(self.cloud, &self.req.group).await.map_err(|e| on_error("could not describe the group", e))
     }
 
-    async fn attach(&self, spot: &Instance, group: Group) -> Outcome {
+    /// `checked`: the copy's status as this delivery has read it already, if it has.
+    async fn attach(&self, spot: &Instance, group: Group, checked: Option<Health>) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
         let Some(member) = group.member(od) else {
             return Outcome::Dropped(format!(
@@ -113,19 +133,17 @@ impl<C: Cloud> Swap<'_, C> {
         } else if let Some(why) = group.unsupported() {
             Some((format!("group {why}"), false))
         } else {
-            match self.cloud.health(std::slice::from_ref(spot_id)).await {
-                Ok(health) => match health.get(spot_id) {
-                    Some(h) if h.passed() => None,
-                    Some(h) => Some((
-                        format!(
-                            "{spot_id} has not passed its status checks (state {}, system {}, instance {})",
-                            h.state, h.system, h.instance
-                        ),
-                        true,
-                    )),
-                    None => Some((format!("{spot_id} has no status yet"), true)),
+            let health = match checked {
+                Some(h) => Some(h),
+                None => match self.cloud.health(std::slice::from_ref(spot_id)).await {
+                    Ok(mut found) => found.remove(spot_id),
+                    Err(e) => return on_error("could not read the copy's status", e),
                 },
-                Err(e) => return on_error("could not read the copy's status", e),
+            };
+            match health {
+                Some(h) if h.passed() => None,
+                Some(h) => Some((not_ready(spot_id, &h), true)),
+                None => Some((format!("{spot_id} has no status yet"), true)),
             }
         };
         if let Some((why, checks)) = wait {
@@ -177,16 +195,20 @@ impl<C: Cloud> Swap<'_, C> {
         } else {
             info!(asg = %group.name, spot = %spot_id, "attached");
         }
-        self.finish(spot).await
+        self.finish(spot, None).await
     }
 
-    /// The copy is in the group: once it is InService, retire the replaced instance.
-    async fn finish(&self, spot: &Instance) -> Outcome {
+    /// The copy is in the group: once it is InService, retire the replaced instance. `fresh` is
+    /// the group as the caller has just read it, if it has; otherwise it is read here.
+    async fn finish(&self, spot: &Instance, fresh: Option<Group>) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
-        let group = match self.group().await {
-            Ok(Some(g)) => g,
-            Ok(None) => return Outcome::Dropped(format!("group {} vanished after attach", self.req.group)),
-            Err(outcome) => return outcome,
+        let group = match fresh {
+            Some(g) => g,
+            None => match self.group().await {
+                Ok(Some(g)) => g,
+                Ok(None) => return Outcome::Dropped(format!("group {} vanished after attach", self.req.group)),
+                Err(outcome) => return outcome,
+            },
         };
         let Some(spot_member) = group.member(spot_id) else {
             return Outcome::Retry(format!("{spot_id} is not in {} right after attach", group.name));
@@ -298,7 +320,7 @@ impl<C: Cloud> Swap<'_, C> {
             Ok(found) => found.into_iter().next(),
             Err(e) => return warn!(error = %e, "could not read the replaced instance; rollout not paused"),
         };
-        if !old.is_some_and(|o| drift(&o, &current).is_some()) {
+        if old.is_none_or(|o| drift(&o, &current).is_none()) {
             return;
         }
         let tags = Tags::from([(TAG_ROLLOUT_PAUSED.to_string(), pause_value(&current, self.now))]);
