@@ -5,13 +5,14 @@ VENV := .venv
 CARGO ?= cargo
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test unit bench validate build tools fmt clean
+.PHONY: demo test unit soak lint bench validate build tools fmt clean
 
 ## Install the emulator and show the pipeline replacing On-Demand instances on an emulated account.
 demo: $(VENV)/.dev
 	$(CARGO) run --quiet -p e2e --bin demo
 
-## Unit tests and integration tests against moto (started by the tests on loopback).
+## Unit tests, the simulated account (its own tests, scripted scenarios, a few hundred seeds),
+## and integration tests against moto (started by the tests on loopback).
 test: $(VENV)/.dev
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
@@ -19,6 +20,18 @@ test: $(VENV)/.dev
 ## Unit tests only: no emulator needed.
 unit:
 	$(CARGO) test --workspace --lib --bins
+
+## Many seeds through the simulation, optimised: seeds per second, calls simulated, invariants
+## checked, every failing seed. SEEDS=20000 from FIRST=1; WEB_FLEET=1 for the web-fleet space.
+SEEDS ?= 20000
+FIRST ?= 1
+soak:
+	$(CARGO) run --quiet --profile soak -p asg-sim --bin soak -- $(SEEDS) $(FIRST) $(if $(WEB_FLEET),--web-fleet)
+
+## Formatting and lints, as CI runs them: rustfmt, and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Figures, not tests: API calls per scan and per replacement, bootstrap sizes, peak memory.
 bench: $(VENV)/.dev build

@@ -108,7 +108,7 @@ impl Report {
 type Run<'a> = Pin<Box<dyn Future<Output = Ended> + 'a>>;
 
 enum Ended {
-    Scan(Option<ScanSummary>),
+    Scan(Option<Box<ScanSummary>>),
     Batch(Option<SqsBatchResponse>),
     Event(bool),
 }
@@ -541,11 +541,7 @@ impl<'a> Driver<'a> {
                 s.caller = "world".into();
                 s.log(format!("{} ended at {now}: {} of {} failed", task.name, failed.len(), receipts.len()));
             }
-            (Kind::Event { event, attempt }, Ended::Event(ok)) => {
-                if !ok {
-                    self.retry_event(event, attempt);
-                }
-            }
+            (Kind::Event { event, attempt }, Ended::Event(false)) => self.retry_event(event, attempt),
             _ => {}
         }
     }
@@ -564,7 +560,9 @@ impl<'a> Driver<'a> {
                     LambdaContext::default(),
                 );
                 let run: Run<'a> =
-                    Box::pin(async move { Ended::Scan(scanner::handler(&apps.scanner, event).await.ok()) });
+                    Box::pin(
+                        async move { Ended::Scan(scanner::handler(&apps.scanner, event).await.ok().map(Box::new)) },
+                    );
                 self.spawn(format!("scanner#{}", self.serial), Kind::Scan, run);
             }
         }

@@ -31,6 +31,9 @@ use crate::domain::pools::TypeInfo;
 use crate::domain::reserved::Reservation;
 use crate::error::AwsError;
 
+/// DescribeInstanceTypes answers per query, with when they were read.
+type TypesCache = Arc<Mutex<BTreeMap<String, (Vec<TypeInfo>, Instant)>>>;
+
 /// The real thing: EC2, Auto Scaling, SQS and Price List clients built once per cold start.
 #[derive(Debug, Clone)]
 pub struct AwsCloud {
@@ -42,7 +45,7 @@ pub struct AwsCloud {
     on_demand_cache: PriceCache,
     /// DescribeInstanceTypes answers per query, kept for [`PRICE_TTL`] too: the catalog changes
     /// when AWS launches a type.
-    types_cache: Arc<Mutex<BTreeMap<String, (Vec<TypeInfo>, Instant)>>>,
+    types_cache: TypesCache,
 }
 
 impl AwsCloud {

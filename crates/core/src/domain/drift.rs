@@ -90,7 +90,8 @@ mod tests {
     fn drift_table() {
         let (id, v) = (TAG_TEMPLATE_ID, TAG_TEMPLATE_VERSION);
         // (tags, AMI, outdated because ...)
-        let cases: &[(&[(&str, &str)], Option<&str>, Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, Option<&'a str>);
+        let cases: &[Case] = &[
             (&[(id, "lt-1"), (v, "3")], Some("ami-new"), None),
             (&[(id, "lt-1"), (v, "2")], Some("ami-new"), Some("version 2")),
             (&[(id, "lt-0"), (v, "3")], Some("ami-new"), Some("launched from lt-0")),

@@ -244,7 +244,8 @@ mod tests {
 
     #[test]
     fn max_repair_never_goes_below_desired() {
-        let cases: &[(&str, i32, i32, Option<(Option<i32>, bool)>)] = &[
+        type Case<'a> = (&'a str, i32, i32, Option<(Option<i32>, bool)>);
+        let cases: &[Case] = &[
             // original, desired, max -> (set_max, clear_tag)
             ("4", 4, 5, Some((Some(4), true))),
             ("4", 5, 5, None), // a swap's Spot instance is still counted: wait

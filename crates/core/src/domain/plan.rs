@@ -407,7 +407,8 @@ mod tests {
     #[test]
     fn the_on_demand_floor_holds_both_ways() {
         // (members, On-Demand among them, tags) -> (to Spot, to On-Demand)
-        let cases: &[(usize, usize, &[(&str, &str)], usize, usize)] = &[
+        type Case<'a> = (usize, usize, &'a [(&'a str, &'a str)], usize, usize);
+        let cases: &[Case] = &[
             (4, 4, &[], 4, 0),
             (4, 4, &[(TAG_MIN_ON_DEMAND, "1")], 3, 0),
             (4, 4, &[(crate::domain::policy::TAG_MIN_ON_DEMAND_PERCENT, "50")], 2, 0),
@@ -436,7 +437,8 @@ mod tests {
         let compatible: BTreeMap<String, Vec<String>> =
             [("m5.large".to_string(), vec!["m5.large".to_string(), "m5a.large".to_string()])].into();
         // (backoff tag value, policy tags, candidates)
-        let cases: &[(&str, &[(&str, &str)], usize)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
+        let cases: &[Case] = &[
             ("", &[], 2),
             (&format!("*={}", NOW + 60), &[], 0),
             (&format!("*={}", NOW - 60), &[], 2),        // ended
@@ -571,7 +573,8 @@ mod tests {
         // (what is in flight for which instance) -> Spot instances moved to On-Demand
         let spot_copy = spot("i-000000aa", "web", "i-00000003", NOW - 30);
         let od_copy = Instance { spot: false, ..spot("i-000000bb", "web", "i-00000001", NOW - 30) };
-        let cases: Vec<(&str, Vec<Instance>, Option<(usize, String)>, usize)> = vec![
+        type Case<'a> = (&'a str, Vec<Instance>, Option<(usize, String)>, usize);
+        let cases: Vec<Case> = vec![
             ("Spot copy of a Spot instance", vec![spot_copy], None, 0),
             ("On-Demand copy of an On-Demand instance", vec![od_copy], None, 0),
             ("claimed for its own market, no copy yet", vec![], Some((0, same)), 0),

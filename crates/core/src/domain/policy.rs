@@ -226,7 +226,8 @@ mod tests {
         let d = Policy::default();
         // (tags, check, number of notes)
         type Check = fn(&Policy) -> bool;
-        let cases: &[(&[(&str, &str)], Check, usize)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Check, usize);
+        let cases: &[Case] = &[
             (&[], |p| *p == Policy::default(), 0),
             (&[(TAG_MODE, "dry-run")], |p| p.mode == Mode::DryRun, 0),
             (&[(TAG_MODE, "disabled")], |p| p.mode == Mode::Disabled, 0),

@@ -281,7 +281,8 @@ mod tests {
         let (backoffs, _) = Backoffs::from_tags(&tags);
         let only = |p: &str| Policy { allowed_types: vec![p.into()], ..Policy::default() };
         // (policy, zone, usable types or a part of why not)
-        let cases: Vec<(Policy, &str, Result<Vec<&str>, &str>)> = vec![
+        type Case<'a> = (Policy, &'a str, Result<Vec<&'a str>, &'a str>);
+        let cases: Vec<Case> = vec![
             (Policy::default(), "eu-west-1a", Ok(vec!["m5a.large"])),
             (Policy::default(), "eu-west-1b", Ok(vec!["m5.large", "m5a.large", "r5.large"])),
             (only("m5.*"), "eu-west-1a", Err("backed off until at least")),

@@ -79,7 +79,7 @@ pub async fn handle<C: Cloud>(
             && group.member(&id).is_some_and(|m| !m.lifecycle.is_leaving())
             && group.replaced_still_here(&instance)
         {
-            let decrement = group.desired - 1 >= group.min;
+            let decrement = group.desired > group.min;
             cloud.terminate_in_group(&id, decrement).await?;
             let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
             warn!(asg = %group.name, new = %id, "{group_name} was opted out mid-swap: rolled back, {replaced} kept");
@@ -137,7 +137,7 @@ pub async fn handle<C: Cloud>(
         // Attached while the instance it replaces is still there: undo the attach, as the
         // swapper's roll-back does, so desired capacity ends where it began.
         Some(_) if swap_unfinished => {
-            let decrement = group.desired - 1 >= group.min;
+            let decrement = group.desired > group.min;
             cloud.terminate_in_group(&id, decrement).await?;
             format!("{id} was attached but its swap unfinished: rolled back, {replaced} kept")
         }
