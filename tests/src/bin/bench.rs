@@ -142,7 +142,9 @@ fn sim_replacements() {
 }
 
 /// Section 6: one scan of a large account on the simulated account.
-fn sim_scale() {
+/// `measured`: the scanner binary's peak RSS (KiB) for one scan of that many instances, from
+/// section 4, to size the scanner by.
+fn sim_scale(measured: Option<(u64, u64)>) {
     const GROUPS: usize = 1_000;
     const PER_GROUP: i32 = 20;
     let instances = GROUPS as u64 * PER_GROUP as u64;
@@ -170,7 +172,20 @@ fn sim_scale() {
     row("scan: CPU time (debug build; the simulated reads included)", format!("{} ms", cpu.as_millis()), "", None);
     let mib = peak as f64 / (1024.0 * 1024.0);
     row("scan: peak heap of its reads, state and plan", format!("{mib:.1} MiB"), "", None);
-    row("  per instance", format!("{:.2} KiB", peak as f64 / 1024.0 / instances as f64), "", None);
+    let per_instance_kib = peak as f64 / 1024.0 / instances as f64;
+    row("  per instance", format!("{per_instance_kib:.2} KiB"), "", None);
+    if let Some((rss_kib, at)) = measured {
+        // What the process holds whatever the account's size (runtime, clients, one page of
+        // answers), and what it adds per instance, give the largest account 128 MB holds.
+        let fixed = rss_kib as f64 - per_instance_kib * at as f64;
+        let fits = ((128.0 * 1024.0 - fixed) / per_instance_kib).max(0.0);
+        row(
+            "scanner fits 128 MB up to (from section 4's RSS)",
+            format!("{:.0} instances", (fits / 1000.0).floor() * 1000.0),
+            "",
+            None,
+        );
+    }
 }
 
 /// CPU time (user + system) of this process so far.
@@ -186,7 +201,7 @@ fn cpu_time() -> Duration {
 async fn main() {
     if std::env::args().any(|a| a == "--sim-only") {
         sim_replacements();
-        sim_scale();
+        sim_scale(None);
         return;
     }
     let instances = GROUPS as u64 * PER_GROUP as u64;
@@ -317,5 +332,5 @@ async fn main() {
     row("scan: CPU time of the scanner process", format!("{} ms", scan_cpu.as_millis()), "", None);
     row("scan: wall time (emulator included)", format!("{:.1} s", wall.as_secs_f64()), "", None);
     sim_replacements();
-    sim_scale();
+    sim_scale(Some((scanner_rss, instances)));
 }
