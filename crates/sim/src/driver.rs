@@ -716,6 +716,34 @@ impl<'a> Driver<'a> {
                     said.push(format!("operator sets scale-in protection of {id} in {g} to {p}"));
                 }
             }
+            // Bad input: a forged or mixed-up swap message naming two members of a group, or a
+            // copy of ours with an instance it does not replace. Nothing may change for it.
+            14..=15 => {
+                let live: Vec<(String, Option<String>)> = w
+                    .instances
+                    .values()
+                    .filter(|i| i.state.is_live())
+                    .map(|i| (i.id.clone(), i.tags.get(crate::world::GROUP_NAME_TAG).cloned()))
+                    .collect();
+                let (Some((old, Some(group))), Some((new, _))) =
+                    (self.rng.pick(&live).cloned(), self.rng.pick(&live).cloned())
+                else {
+                    return;
+                };
+                if old == new {
+                    return;
+                }
+                let body = asg_core::message::to_body(&asg_core::message::SwapRequest::new(
+                    &group,
+                    &old,
+                    &new,
+                    asg_core::domain::model::Market::Spot,
+                ));
+                let now = w.now;
+                let out = asg_core::cloud::Outgoing { body, delay_seconds: 0, group_id: None, dedup_id: None };
+                w.queues.get_mut(SWAP_QUEUE).expect("queue").send(&[out], now);
+                said.push(format!("a forged swap message: {new} in for {old} in {group}"));
+            }
             // Web fleets: a scaling policy or an operator moves desired capacity, or MaxSize.
             10..=13 if self.web_fleet => {
                 let names: Vec<String> = w.groups.keys().cloned().collect();
