@@ -297,20 +297,11 @@ fn scalar(v: &Yaml) -> Option<String> {
 /// Builds the three binaries (debug) with the cargo running the tests, and returns where they are.
 pub fn build_binaries() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The whole workspace, as `make test` builds it before the tests: the same features are
+    // unified, so this finds everything built already. Building only the four function packages
+    // would unify fewer features and compile the SDK's crates a second time.
     let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "scanner",
-            "-p",
-            "spot-creator",
-            "-p",
-            "swapper",
-            "-p",
-            "interruption",
-            "--bins",
-        ])
+        .args(["build", "--quiet", "--workspace", "--bins"])
         .current_dir(&root)
         .status()
         .expect("run cargo build");
