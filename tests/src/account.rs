@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use aws_config::SdkConfig;
 use aws_sdk_autoscaling as asg;
 use aws_sdk_ec2 as ec2;
+use aws_sdk_elasticloadbalancingv2 as elbv2;
 use aws_sdk_sqs as sqs;
 
 /// Receives before a message is dead-lettered (the template's `MaxReceiveCount`).
@@ -16,6 +17,8 @@ pub struct Account {
     pub ec2: ec2::Client,
     pub asg: asg::Client,
     pub sqs: sqs::Client,
+    pub elbv2: elbv2::Client,
+    pub vpc_id: String,
     pub subnets: Vec<String>,
     pub template_id: String,
     pub spot_queue: String,
@@ -107,7 +110,8 @@ impl Account {
 
         let (spot_queue, spot_dlq) = Self::queue_pair(&sqs, "asg-optimizer-spot-creator.fifo", true).await;
         let (swap_queue, swap_dlq) = Self::queue_pair(&sqs, "asg-optimizer-swapper", false).await;
-        Account { ec2, asg, sqs, subnets, template_id, spot_queue, spot_dlq, swap_queue, swap_dlq }
+        let elbv2 = elbv2::Client::new(config);
+        Account { ec2, asg, sqs, elbv2, vpc_id, subnets, template_id, spot_queue, spot_dlq, swap_queue, swap_dlq }
     }
 
     /// A queue redriving to its own dead-letter queue after [`MAX_RECEIVES`]. The visibility
@@ -202,6 +206,44 @@ impl Account {
                 .tags(asg::types::Tag::builder().key("AsgOptimiser").value("true").propagate_at_launch(true).build());
         }
         req.send().await.unwrap_or_else(|e| panic!("create group {name}: {e:?}"));
+    }
+
+    /// A target group in the account's VPC, attached to `group` (which registers its members).
+    pub async fn add_target_group(&self, group: &str) -> String {
+        let created = self
+            .elbv2
+            .create_target_group()
+            .name(format!("tg-{group}"))
+            .protocol(elbv2::types::ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&self.vpc_id)
+            .target_type(elbv2::types::TargetTypeEnum::Instance)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create target group: {e:?}"));
+        let arn = created.target_groups()[0].target_group_arn().expect("target group ARN").to_string();
+        self.asg
+            .attach_load_balancer_target_groups()
+            .auto_scaling_group_name(group)
+            .target_group_arns(&arn)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attach target group to {group}: {e:?}"));
+        arn
+    }
+
+    /// A launch lifecycle hook on `group`, as CodeDeploy or a bootstrap gate would put.
+    pub async fn add_launch_hook(&self, group: &str) {
+        self.asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name("deploy")
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+            .heartbeat_timeout(300)
+            .default_result("ABANDON")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put lifecycle hook on {group}: {e:?}"));
     }
 
     pub async fn groups(&self) -> Vec<GroupView> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use asg_core::domain::model::{
-    Group, Health, Instance, InstanceState, Launch, LaunchResult, Market, Tags, TemplateVersion,
+    Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Market, Tags, TemplateVersion,
 };
 use asg_core::domain::pools::TypeInfo;
 use asg_core::domain::reserved::Reservation;
@@ -28,6 +28,9 @@ pub struct Faults {
     /// The account's active Reserved Instances (moto has no DescribeReservedInstances); `None`
     /// passes the call through.
     pub reservations: Mutex<Option<Vec<Reservation>>>,
+    /// Every registered target reads `initial` in its target groups (its health checks not
+    /// passed yet): moto calls every running target `healthy` at once.
+    pub targets_initial: AtomicBool,
     /// Every launch request, as the adapter received it.
     pub launches: Mutex<Vec<Launch>>,
 }
@@ -86,8 +89,18 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn interruption_notice(&self, id: &str) -> Result<bool> {
         self.inner.interruption_notice(id).await
     }
-    async fn has_termination_hook(&self, group: &str) -> Result<bool> {
-        self.inner.has_termination_hook(group).await
+    async fn lifecycle_hooks(&self, group: &str) -> Result<Vec<Hook>> {
+        self.inner.lifecycle_hooks(group).await
+    }
+    async fn target_health(&self, target_group: &str, ids: &[String]) -> Result<BTreeMap<String, String>> {
+        let mut states = self.inner.target_health(target_group, ids).await?;
+        if self.faults.targets_initial.load(Ordering::SeqCst) {
+            states.values_mut().for_each(|s| *s = "initial".into());
+        }
+        Ok(states)
+    }
+    async fn load_balancer_health(&self, load_balancer: &str, ids: &[String]) -> Result<BTreeMap<String, String>> {
+        self.inner.load_balancer_health(load_balancer, ids).await
     }
     async fn launch(&self, launch: &Launch) -> Result<LaunchResult> {
         self.faults.launches.lock().unwrap().push(launch.clone());
@@ -143,6 +156,9 @@ impl<C: Cloud> Cloud for Faulty<C> {
     }
     async fn set_max_size(&self, group: &str, max: i32) -> Result<()> {
         self.inner.set_max_size(group, max).await
+    }
+    async fn set_desired(&self, group: &str, desired: i32) -> Result<()> {
+        self.inner.set_desired(group, desired).await
     }
     async fn tag_group(&self, group: &str, tags: &Tags) -> Result<()> {
         self.inner.tag_group(group, tags).await

@@ -297,7 +297,15 @@ async fn the_scan_stays_within_its_api_budget_for_fifty_groups() {
     let summary = p.scan().await;
 
     let calls = &summary.api_calls;
-    let describes: u64 = calls.iter().filter(|(op, _)| op.contains(":Describe")).map(|(_, n)| n).sum();
+    // Lifecycle hooks have no batch read: one per group with work to start, none otherwise.
+    let hooks = calls.get("autoscaling:DescribeLifecycleHooks").copied().unwrap_or(0);
+    let starting = summary.per_group.iter().filter(|g| !g.candidates.is_empty()).count() as u64;
+    assert_eq!(hooks, starting, "one hook read per group with work to start");
+    let describes: u64 = calls
+        .iter()
+        .filter(|(op, _)| op.contains(":Describe") && !op.ends_with("DescribeLifecycleHooks"))
+        .map(|(_, n)| n)
+        .sum();
     // + 1 DescribeLaunchTemplateVersions (the groups' one template, for the rollout) and
     // + 1 DescribeReservedInstances (which moto answers with a 500: no coverage this scan).
     let budget = g.div_ceil(100) + n.div_ceil(1000) + 3 + 2;
@@ -311,6 +319,7 @@ async fn the_scan_stays_within_its_api_budget_for_fifty_groups() {
 
     let again = p.scan().await;
     assert_eq!((again.enqueued, again.in_flight), (0, 50), "claimed instances are not enqueued twice");
+    assert_eq!(again.api_calls.get("autoscaling:DescribeLifecycleHooks"), None, "no work to start, no hook read");
 }
 
 #[tokio::test]
@@ -941,5 +950,43 @@ async fn instances_that_reservations_pay_for_stay_on_demand_after_others_use_the
     assert_eq!((reserved.covered, reserved.uncovered), (0, 2), "{reserved:?}");
     assert!(reserved.unused.iter().any(|u| u.contains("c5.large in us-east-1a")), "{reserved:?}");
     assert_eq!(next.enqueued, 2);
+    assert!(p.violations.is_empty(), "{:#?}", p.violations);
+}
+
+#[tokio::test]
+async fn the_swapper_waits_for_the_target_group_and_a_group_with_a_launch_hook_is_left_alone() {
+    let (_moto, mut p, faults) = start_faulty(&[], &[("web", 1, 1, 2, true), ("deployed", 1, 1, 2, true)]).await;
+    p.account.add_target_group("web").await;
+    p.account.add_launch_hook("deployed").await;
+    // moto calls every running target `healthy` at once; AWS says `initial` for its checks.
+    faults.targets_initial.store(true, Ordering::SeqCst);
+    let old = p.account.group("web").await.on_demand()[0].to_string();
+
+    let summary = p.scan().await;
+    let deployed = summary.per_group.iter().find(|g| g.name == "deployed").expect("deployed planned");
+    assert!(deployed.skipped.as_deref().is_some_and(|why| why.contains("launch lifecycle hook")), "{deployed:?}");
+    assert_eq!(summary.enqueued, 1, "web's instance only");
+    p.drain(Consumer::SpotCreator, Duration::from_secs(60)).await;
+    // Attached and InService, but `initial` behind the target group: the instance stays.
+    let started = std::time::Instant::now();
+    while p.account.group("web").await.members.len() < 2 || started.elapsed() < Duration::from_secs(8) {
+        p.poll(Consumer::Swapper).await;
+        assert!(started.elapsed() < Duration::from_secs(60), "the copy was never attached");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let web = p.account.group("web").await;
+    assert_eq!(web.in_service(), 2, "{web:?}");
+    assert!(web.on_demand().contains(&old.as_str()), "the instance waits for its copy to be healthy");
+    let health: u64 =
+        p.swapper.calls.snapshot().iter().filter(|(op, _)| op.ends_with(":DescribeTargetHealth")).map(|(_, n)| n).sum();
+    assert!(health >= 2, "the gate read the target group at each round: {health}");
+
+    // Healthy: the next delivery retires the instance, and the group is as it was.
+    faults.targets_initial.store(false, Ordering::SeqCst);
+    p.drain(Consumer::Swapper, Duration::from_secs(60)).await;
+    let web = p.account.group("web").await;
+    assert!(!web.on_demand().contains(&old.as_str()) && web.spot().len() == 1, "{web:?}");
+    assert_eq!((web.min, web.max, web.desired), (1, 2, 1));
+    assert_eq!(p.account.group("deployed").await.spot().len(), 0, "the hooked group was not touched");
     assert!(p.violations.is_empty(), "{:#?}", p.violations);
 }

@@ -10,7 +10,10 @@ use tracing::{error, info, warn};
 use crate::cloud::{Cloud, GroupQuery, Outgoing, TypeQuery};
 use crate::config::Config;
 use crate::domain::housekeeping::{max_repair, MaxRepair};
-use crate::domain::model::{rfc3339, Epoch, Group, Hold, LaunchSource, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX};
+use crate::domain::model::{
+    rfc3339, Attached, Epoch, Group, Hold, Instance, LaunchSource, Netting, Tags, TemplateVersion, TAG_ATTACHED,
+    TAG_HOLD, TAG_ORIGINAL_MAX,
+};
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::pools::{self, Backoffs};
 use crate::domain::state::GroupState;
@@ -121,6 +124,14 @@ pub async fn set_aside<C: Cloud>(cloud: &C, config: &Config, old: &str, now: Epo
     Outcome::Dropped(format!("{why}; {old} kept until at least {}", rfc3339(hold.until())))
 }
 
+/// Records on `copy` how its attach's +1 on desired capacity is netted out (`None`: not yet):
+/// see [`Netting`]. Nothing to record on a copy without a record of its attach.
+pub async fn mark<C: Cloud>(cloud: &C, copy: &Instance, netting: Option<Netting>) -> Result<(), AwsError> {
+    let Some(record) = copy.attached() else { return Ok(()) };
+    let tag = Tags::from([(TAG_ATTACHED.to_string(), Attached { netting, ..record }.value())]);
+    cloud.tag_instances(std::slice::from_ref(&copy.id), &tag).await
+}
+
 /// Sends swap messages to the swapper's queue, delivered after `delay_seconds`; how many could
 /// not be sent.
 pub async fn send_swaps<C: Cloud>(
@@ -150,11 +161,18 @@ pub async fn put_max_back<C: Cloud>(
             return Ok(None);
         }
     };
+    // A part of the raise left: recorded before the change, as a raise is. All of it given back
+    // (or someone else's value found): the record goes after.
+    if let Some(left) = &repair.tag {
+        cloud.tag_group(&group.name, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), left.value())])).await?;
+    }
     if let Some(max) = repair.set_max {
         cloud.set_max_size(&group.name, max).await?;
-        info!(asg = %group.name, from = group.max, to = max, "restored MaxSize");
+        info!(asg = %group.name, from = group.max, to = max, "gave back the MaxSize our swaps raised");
+    } else if repair.tag.is_none() {
+        info!(asg = %group.name, max = group.max, "MaxSize was set by someone else since our raise: theirs stands");
     }
-    if repair.clear_tag {
+    if repair.tag.is_none() {
         cloud.untag_group(&group.name, &[TAG_ORIGINAL_MAX.to_string()]).await?;
     }
     Ok(Some(repair))

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use crate::domain::model::{Group, Health, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion};
+use crate::domain::model::{Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion};
 use crate::domain::pools::TypeInfo;
 use crate::domain::reserved::Reservation;
 use crate::error::AwsError;
@@ -103,8 +103,22 @@ pub trait Cloud: Send + Sync {
     /// notice (its request's status is `marked-for-termination`, `-stop` or `-hibernation`),
     /// whether or not the EventBridge event has reached us yet.
     fn interruption_notice(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
-    /// DescribeLifecycleHooks: whether the group has a termination hook (draining).
-    fn has_termination_hook(&self, group: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// DescribeLifecycleHooks: the group's hooks, by transition.
+    fn lifecycle_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<Hook>>> + Send;
+    /// DescribeTargetHealth: the state of each of `ids` in the target group (`initial`,
+    /// `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`); an id it does not list is
+    /// left out.
+    fn target_health(
+        &self,
+        target_group: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    /// DescribeInstanceHealth (Classic Load Balancer): `InService`, `OutOfService` or `Unknown`.
+    fn load_balancer_health(
+        &self,
+        load_balancer: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
 
     /// CreateFleet, instant: one instance.
     fn launch(&self, launch: &Launch) -> impl Future<Output = Result<LaunchResult>> + Send;
@@ -116,6 +130,9 @@ pub trait Cloud: Send + Sync {
     /// DetachInstances: no lifecycle hooks run; load balancers drain it.
     fn detach(&self, group: &str, id: &str, decrement_desired: bool) -> impl Future<Output = Result<()>> + Send;
     fn set_max_size(&self, group: &str, max: i32) -> impl Future<Output = Result<()>> + Send;
+    /// SetDesiredCapacity (honouring no cooldown): to give back the one our own attach added
+    /// when no retire can.
+    fn set_desired(&self, group: &str, desired: i32) -> impl Future<Output = Result<()>> + Send;
     fn tag_group(&self, group: &str, tags: &Tags) -> impl Future<Output = Result<()>> + Send;
     fn untag_group(&self, group: &str, keys: &[String]) -> impl Future<Output = Result<()>> + Send;
     /// Sends in batches of 10; returns how many messages could not be sent.

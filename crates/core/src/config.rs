@@ -1,7 +1,7 @@
 //! Configuration, read once per cold start from the environment that `template.yaml` sets.
 //! Every value has a template parameter behind it; the README lists them all.
 
-use crate::domain::policy::{parse_switch, parse_types, InFlight, Mode, Policy};
+use crate::domain::policy::{parse_launch_hooks, parse_switch, parse_types, InFlight, Mode, Policy};
 use crate::domain::reserved::{parse_declared, Reservation};
 use crate::domain::savings::PriceTable;
 use crate::error::ConfigError;
@@ -31,7 +31,8 @@ pub struct Config {
     /// Tag key and value that opt a group in (`AsgOptimiser` = `true`).
     pub opt_in_key: String,
     pub opt_in_value: String,
-    /// FIFO queue the scanner feeds and the spot-creator consumes (empty for the swapper).
+    /// FIFO queue the scanner (and, for rebalance replacements, the interruption handler) feeds
+    /// and the spot-creator consumes.
     pub spot_queue_url: String,
     /// Queue the spot-creator feeds and the swapper consumes (and re-feeds while it waits).
     pub swap_queue_url: String,
@@ -90,6 +91,10 @@ impl Default for Config {
     }
 }
 
+/// Seconds between the readiness deadline and the orphan deadline, at least: twice the swapper's
+/// timeout in the template.
+pub const ORPHAN_MARGIN: i64 = 120;
+
 fn invalid_value(name: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { name, value: value.to_string(), reason: reason.to_string() }
 }
@@ -126,6 +131,10 @@ impl Config {
 
         let spot_queue_url = match function {
             Function::Scanner => required("SPOT_CREATOR_QUEUE_URL")?,
+            // The interruption handler enqueues rebalance replacements (RebalanceAction=replace).
+            Function::Interruption if get("REBALANCE_ACTION").as_deref() == Some("replace") => {
+                required("SPOT_CREATOR_QUEUE_URL")?
+            }
             _ => String::new(),
         };
         if function == Function::Scanner && !spot_queue_url.ends_with(".fifo") {
@@ -163,6 +172,12 @@ impl Config {
                     Some(raw) => InFlight::parse(&raw).ok_or_else(|| {
                         invalid_value("ROLLOUT_MAX_IN_FLIGHT", &raw, "must be a count or a percentage from 1% to 100%")
                     })?,
+                },
+                healthy_deadline: number("HEALTHY_DEADLINE_SECONDS", d.policy.healthy_deadline, 1, 86_400)?,
+                ignore_launch_hooks: match get("LAUNCH_HOOKS") {
+                    None => d.policy.ignore_launch_hooks,
+                    Some(raw) => parse_launch_hooks(&raw)
+                        .ok_or_else(|| invalid_value("LAUNCH_HOOKS", &raw, "must be respect or ignore"))?,
                 },
             },
             reserved_instances: switch("RESERVED_INSTANCES", d.reserved_instances)?,
@@ -206,12 +221,17 @@ impl Config {
                 })?,
             },
         };
-        if config.orphan_deadline <= config.ready_deadline {
-            // Otherwise the scanner could terminate a Spot instance the swapper is about to attach.
+        if config.orphan_deadline < config.ready_deadline + ORPHAN_MARGIN {
+            // The swapper never attaches a copy past its readiness deadline; the margin outlasts
+            // a swapper invocation that checked the deadline just before it, so the scanner
+            // never terminates a copy about to be attached.
             return Err(ConfigError::Invalid {
                 name: "ORPHAN_DEADLINE_SECONDS",
                 value: config.orphan_deadline.to_string(),
-                reason: format!("must be greater than READY_DEADLINE_SECONDS ({})", config.ready_deadline),
+                reason: format!(
+                    "must be at least READY_DEADLINE_SECONDS ({}) + {ORPHAN_MARGIN}",
+                    config.ready_deadline
+                ),
             });
         }
         Ok(config)
@@ -293,14 +313,18 @@ mod tests {
                 ("MAX_SIZE_FACTOR", "1.5"),
                 ("POOL_BACKOFF_SECONDS", "600"),
                 ("REBALANCE_ACTION", "replace"),
+                ("SPOT_CREATOR_QUEUE_URL", "q.fifo"),
                 ("ROLLOUT", "disabled"),
                 ("ROLLOUT_MAX_IN_FLIGHT", "2"),
                 ("RESERVED_INSTANCES", "false"),
                 ("DECLARED_RESERVATIONS", "m5.large=4 c5.large@eu-west-1a=1"),
+                ("HEALTHY_DEADLINE_SECONDS", "300"),
+                ("LAUNCH_HOOKS", "ignore"),
             ]),
         )
         .unwrap();
         assert_eq!((c.policy.rollout, c.policy.rollout_in_flight), (false, InFlight::Count(2)));
+        assert_eq!((c.policy.healthy_deadline, c.policy.ignore_launch_hooks), (300, true));
         assert!(!c.reserved_instances);
         assert_eq!(c.declared_reservations.len(), 2);
         let p = &c.policy;
@@ -318,10 +342,15 @@ mod tests {
             ("ROLLOUT_MAX_IN_FLIGHT", "0%"),
             ("RESERVED_INSTANCES", "1"),
             ("DECLARED_RESERVATIONS", "m5.large"),
+            ("HEALTHY_DEADLINE_SECONDS", "0"),
+            ("LAUNCH_HOOKS", "maybe"),
         ] {
             let err = Config::from_lookup(Function::Interruption, lookup(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+        // Replacing on a rebalance recommendation goes through the spot-creator's queue.
+        let err = Config::from_lookup(Function::Interruption, lookup(&[("REBALANCE_ACTION", "replace")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("SPOT_CREATOR_QUEUE_URL"));
     }
 
     #[test]
@@ -331,7 +360,7 @@ mod tests {
             lookup(&[
                 ("SWAPPER_QUEUE_URL", "s"),
                 ("READY_DEADLINE_SECONDS", "600"),
-                ("ORPHAN_DEADLINE_SECONDS", "600"),
+                ("ORPHAN_DEADLINE_SECONDS", "700"),
             ]),
         )
         .unwrap_err();

@@ -16,7 +16,7 @@ use crate::aws::{ApiCalls, AwsCloud};
 use crate::config::{Config, Function};
 use crate::domain::model::Epoch;
 use crate::error::ConfigError;
-use crate::message::Outcome;
+use crate::message::{subject, Outcome};
 use crate::metrics::{Metrics, MESSAGES_REJECTED, MESSAGES_RETRIED};
 
 /// Where a function reads the time: the system clock under Lambda, a virtual one in simulation.
@@ -110,15 +110,16 @@ where
 }
 
 /// Runs `work` on every record's body, at most `concurrency` at once, and returns the partial
-/// batch response. Records with the same body in one batch (a duplicate delivery) are worked on
-/// once and share the outcome. A record without a message id cannot be reported as failed (an
+/// batch response. Records about the same work in one batch (a duplicate delivery, or two
+/// messages of one swap: see [`subject`]) are worked on once, with the first one's body, and
+/// share the outcome. A record without a message id cannot be reported as failed (an
 /// empty identifier fails the whole batch), so it is logged and dropped without any work.
 pub async fn handle_batch<F, Fut>(event: SqsEvent, concurrency: usize, work: F) -> (SqsBatchResponse, BatchTally)
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let mut by_body: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_subject: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut tally = BatchTally::default();
     for record in event.records {
         let Some(id) = record.message_id.filter(|id| !id.is_empty()) else {
@@ -126,10 +127,11 @@ where
             tally.dropped += 1;
             continue;
         };
-        by_body.entry(record.body.unwrap_or_default()).or_default().push(id);
+        let body = record.body.unwrap_or_default();
+        by_subject.entry(subject(&body)).or_insert_with(|| (body, Vec::new())).1.push(id);
     }
 
-    let outcomes: Vec<(Vec<String>, Outcome)> = futures::stream::iter(by_body)
+    let outcomes: Vec<(Vec<String>, Outcome)> = futures::stream::iter(by_subject.into_values())
         .map(|(body, ids)| {
             // The workflows fill in asg, old and new (see `record_ids`), so every line logged
             // for this record, the outcome included, carries them.
@@ -215,5 +217,23 @@ mod tests {
         assert_eq!(failed, ["2", "3"]);
         assert_eq!(calls.load(Ordering::SeqCst), 4, "the duplicate body and the id-less record are not worked on");
         assert_eq!(tally, BatchTally { done: 2, dropped: 2, rejected: 1, retried: 1 });
+    }
+
+    #[tokio::test]
+    async fn two_messages_of_one_swap_in_a_batch_are_worked_on_once() {
+        let swap = |extra: &str| format!(r#"{{"v":2,"group":"web","old":"i-0a","new":"i-0b","market":"spot"{extra}}}"#);
+        let other = r#"{"v":2,"group":"web","old":"i-0c","new":"i-0d","market":"spot"}"#;
+        let forged = r#"{"v":2,"group":"api","old":"i-0a","new":"i-0b","market":"spot"}"#;
+        let (first, second) = (swap(""), swap(r#","launched":1800000000"#));
+        let ev = event(&[(Some("1"), &first), (Some("2"), &second), (Some("3"), other), (Some("4"), forged)]);
+        let calls = AtomicUsize::new(0);
+        let (resp, tally) = handle_batch(ev, 4, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Outcome::Retry("later".into()) }
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "the two bodies of one swap are one piece of work");
+        assert_eq!(resp.batch_item_failures.len(), 4, "both records of the swap share its outcome");
+        assert_eq!(tally.retried, 4);
     }
 }

@@ -24,6 +24,28 @@ pub struct SpotRequest {
     /// Until when the scan claimed the instance; with the instance id it names this attempt
     /// (the CreateFleet ClientToken), so a redelivery reuses it and a later attempt does not.
     pub claim: Epoch,
+    /// A Spot instance EC2 recommends rebalancing away from, replaced in its own market (an
+    /// On-Demand copy when no Spot pool is left) whether or not it is outdated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebalance: bool,
+}
+
+/// What a body is about, so that one batch works on it once: the instance a spot request
+/// replaces, or the pair a swap exchanges, with its group and market; the whole body for
+/// anything else (a malformed body included). Two bodies of one swap can differ (one from the
+/// spot-creator, one re-sent by a waiting swapper): worked on at once, both would see the copy
+/// outside the group and attach it.
+pub fn subject(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_string();
+    };
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+    let (group, market) = (field("group"), field("market"));
+    match (field("old"), field("new"), field("replace")) {
+        (old, new, _) if !old.is_empty() && !new.is_empty() => format!("swap {group} {old} {new} {market}"),
+        (_, _, old) if !old.is_empty() => format!("replace {group} {old} {market}"),
+        _ => body.to_string(),
+    }
 }
 
 /// Spot-creator -> swapper (and swapper -> itself while waiting): swap `new` (a copy bought in
@@ -44,11 +66,21 @@ pub struct SwapRequest {
     /// (and checked) before any change. Absent: everything is read at every delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launched: Option<Epoch>,
+    /// Once the copy is attached and only waits to become healthy behind the group's load
+    /// balancers: until when it may (the attach plus the group's health deadline), and which
+    /// target groups (ARNs) and Classic Load Balancers (names) to ask. A round then reads their
+    /// health and nothing else; everything is read again before any change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_by: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<String>,
 }
 
 impl SpotRequest {
     pub fn new(group: &str, replace: &str, market: Market, claim: Epoch) -> Self {
-        Self { v: VERSION, group: group.into(), replace: replace.into(), market, claim }
+        Self { v: VERSION, group: group.into(), replace: replace.into(), market, claim, rebalance: false }
     }
 
     pub fn parse(body: &str) -> Result<Self, String> {
@@ -66,7 +98,17 @@ impl SpotRequest {
 
 impl SwapRequest {
     pub fn new(group: &str, old: &str, new: &str, market: Market) -> Self {
-        Self { v: VERSION, group: group.into(), old: old.into(), new: new.into(), market, launched: None }
+        Self {
+            v: VERSION,
+            group: group.into(),
+            old: old.into(),
+            new: new.into(),
+            market,
+            launched: None,
+            healthy_by: None,
+            target_groups: Vec::new(),
+            load_balancers: Vec::new(),
+        }
     }
 
     pub fn parse(body: &str) -> Result<Self, String> {

@@ -7,12 +7,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use asg_core::config::Config;
 use asg_core::domain::drift::drift;
 use asg_core::domain::model::{
-    Epoch, Hold, InstanceState, Launch, Lifecycle, Tags, OUR_TAG_PREFIX, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    Epoch, Hold, Hook, InstanceState, Launch, Lifecycle, Tags, OUR_TAG_PREFIX, TAG_ORIGINAL_MAX, TAG_REPLACES,
 };
 use asg_core::domain::policy::Mode;
 use asg_core::domain::state::GroupState;
 
 use crate::world::World;
+
+/// The longest the simulated account takes to answer one call: what a call acts on may have
+/// changed by that much since the tool read it.
+const CALL_GAP: Epoch = 5;
 
 /// A mutating call, as the checker needs to see it before it happens.
 #[derive(Debug, Clone)]
@@ -24,6 +28,7 @@ pub enum Call {
     TerminateInGroup(String, bool),
     Detach(String, String, bool),
     SetMax(String, i32),
+    SetDesired(String, i32),
     TagGroup(String, Tags),
     UntagGroup(String, Vec<String>),
     Send(String, usize),
@@ -56,6 +61,12 @@ pub struct Checker {
     /// doing.
     lost: BTreeMap<String, usize>,
     serving: BTreeMap<String, BTreeSet<String>>,
+    /// When each instance last served its group: a call acts on what the tool read one call
+    /// earlier, and an instance may die in between (see `CALL_GAP`).
+    last_served: BTreeMap<String, Epoch>,
+    /// Groups whose desired capacity the tool lowered last (not the operator): the members the
+    /// group then terminates are the tool's doing.
+    tool_lowered: BTreeSet<String>,
     /// (min, max, desired) as the operator (or a scaling policy) last set them.
     pub operator: BTreeMap<String, (i32, i32, i32)>,
     ever_opted_in: BTreeSet<String>,
@@ -84,6 +95,8 @@ impl Checker {
             doomed: BTreeMap::new(),
             lost: BTreeMap::new(),
             serving: BTreeMap::new(),
+            last_served: BTreeMap::new(),
+            tool_lowered: BTreeSet::new(),
             operator: BTreeMap::new(),
             ever_opted_in: BTreeSet::new(),
             violations: Vec::new(),
@@ -129,18 +142,22 @@ impl Checker {
         self.violations.push(Violation { step, at: world.now, invariant, detail });
     }
 
-    /// The operator (or a scaling policy) set the group's sizes: the tool must end there, and
-    /// capacity may fall to them.
-    pub fn operator_set(&mut self, world: &World) {
-        for (name, g) in &world.groups {
-            let before = self.operator.get(name).copied();
-            let now = (g.min, g.max, g.desired);
-            if before != Some(now) {
-                self.operator.insert(name.clone(), now);
-                let floor = self.floor.entry(name.clone()).or_default();
-                *floor = (*floor).min(g.desired.max(0) as usize).min(g.max.max(0) as usize);
-            }
+    /// The operator (or a scaling policy) set the group's desired capacity or MaxSize: the tool
+    /// must end there (a MaxSize below desired lowers desired, as in AWS), and capacity may fall
+    /// to them.
+    pub fn operator_set(&mut self, world: &World, group: &str, desired: Option<i32>, max: Option<i32>) {
+        self.tool_lowered.remove(group);
+        let g = &world.groups[group];
+        let op = self.operator.entry(group.to_string()).or_insert((g.min, g.max, g.desired));
+        if let Some(max) = max {
+            op.1 = max;
+            op.2 = op.2.min(max);
         }
+        if let Some(desired) = desired {
+            op.2 = desired;
+        }
+        let floor = self.floor.entry(group.to_string()).or_default();
+        *floor = (*floor).min(op.2.max(0) as usize).min(op.1.max(0) as usize);
     }
 
     /// The world is about to take `instance` away (a warning, a death): if it serves a group,
@@ -214,12 +231,11 @@ impl Checker {
             Call::TerminateInGroup(id, _) => {
                 if let Some(g) = group_of(id) {
                     touches_group(&g, &mut problems);
-                    let replaced_by_serving_copy = world.groups[&g].members.iter().any(|m| {
-                        m.lifecycle == Lifecycle::InService
-                            && world
-                                .instances
-                                .get(&m.id)
-                                .is_some_and(|c| c.by_tool && c.tags.get(TAG_REPLACES) == Some(id))
+                    // Serving now, or at the tool's read a call ago: it may have died since.
+                    let replaced_by_serving_copy = world.instances.values().any(|c| {
+                        c.by_tool
+                            && c.tags.get(TAG_REPLACES) == Some(id)
+                            && self.last_served.get(&c.id).is_some_and(|t| world.now - t <= CALL_GAP)
                     });
                     if !ours(id) && !replaced_by_serving_copy {
                         problems.push((
@@ -242,6 +258,16 @@ impl Checker {
                     problems.push(("MaxSize is set below the operator's", format!("{g}: {max} < {operator}")));
                 }
             }
+            Call::SetDesired(g, desired) => {
+                touches_group(g, &mut problems);
+                let now = world.groups.get(g).map_or(0, |g| g.desired);
+                if *desired > now {
+                    problems.push((
+                        "desired capacity is raised other than by an attach",
+                        format!("{g}: {now} -> {desired}"),
+                    ));
+                }
+            }
             Call::TagGroup(g, tags) => {
                 touches_group(g, &mut problems);
                 if let Some(k) = tags.keys().find(|k| !k.starts_with(OUR_TAG_PREFIX)) {
@@ -255,6 +281,9 @@ impl Checker {
                 }
             }
         }
+        if let Call::SetDesired(g, _) = call {
+            self.tool_lowered.insert(g.clone());
+        }
         for (invariant, detail) in problems {
             self.violation(world, step, invariant, detail);
         }
@@ -267,6 +296,9 @@ impl Checker {
         let names: Vec<String> = world.groups.keys().cloned().collect();
         for name in names {
             let now = serving(world, &name);
+            for id in &now {
+                self.last_served.insert(id.clone(), world.now);
+            }
             let before = self.serving.remove(&name).unwrap_or_default();
             let doomed = self.doomed.entry(name.clone()).or_default();
             let gone: Vec<String> = doomed.iter().filter(|id| !now.contains(*id)).cloned().collect();
@@ -274,6 +306,12 @@ impl Checker {
             for id in gone {
                 doomed.remove(&id);
                 *lost += 1;
+            }
+            // A scale-in the operator (or a scaling policy) asked for: which member goes is the
+            // group's choice (its termination policy does not look at load balancer health, so
+            // it may pick a serving instance over a copy still warming up).
+            if !self.tool_lowered.contains(&name) {
+                *lost += before.difference(&now).filter(|id| world.scale_in_victims.contains(*id)).count();
             }
             // A replacement the group launched itself makes up for a loss; a group back at its
             // desired capacity has none left.
@@ -333,7 +371,14 @@ impl Checker {
         }
         let covered = self.reserved(world, config);
         for (name, g) in world.groups.iter().filter(|(name, _)| !dry_run(name)) {
-            if let Some(&(min, max, desired)) = self.operator.get(name) {
+            let state = GroupState::read(&g.tags, &config.policy);
+            // `launch-hooks=ignore` on a group whose launch hook installs the application is the
+            // operator's mistake: every copy is attached without it and rolled back, one On-Demand
+            // instance after another, so the group never comes to rest (capacity and ownership
+            // are still checked all along).
+            let misconfigured =
+                state.policy.ignore_launch_hooks && g.hooks.iter().any(|h| h.kind == Hook::Launching && h.installs_app);
+            if let Some(&(min, max, desired)) = self.operator.get(name).filter(|_| !misconfigured) {
                 if (g.min, g.max, g.desired) != (min, max, desired) {
                     problems.push((
                         "a group is not as its operator left it",
@@ -344,8 +389,7 @@ impl Checker {
                     ));
                 }
             }
-            let state = GroupState::read(&g.tags, &config.policy);
-            if g.tags.contains_key(TAG_ORIGINAL_MAX) {
+            if g.tags.contains_key(TAG_ORIGINAL_MAX) && !misconfigured {
                 problems.push((
                     "a tag of ours is left on a group with no swap under way",
                     format!("{name}: {TAG_ORIGINAL_MAX}"),
@@ -393,6 +437,12 @@ impl Checker {
     fn mix(&self, world: &World, name: &str, state: &GroupState, covered: &BTreeSet<String>) -> Vec<String> {
         let g = &world.groups[name];
         if !self.opted_in(world, name) || state.policy.mode != Mode::Enabled || !g.suspended.is_empty() {
+            return Vec::new();
+        }
+        // The tool leaves alone a group whose launch hooks an attached copy would skip; and a
+        // copy cannot serve where the hook it skips installs the application (the operator said
+        // `ignore` by mistake): each try is rolled back.
+        if g.hooks.iter().any(|h| h.kind == Hook::Launching && (h.installs_app || !state.policy.ignore_launch_hooks)) {
             return Vec::new();
         }
         if state.policy.in_flight_limit(g.desired) == 0 {

@@ -13,12 +13,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
-use asg_core::domain::model::{Group, Health, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion};
+use asg_core::domain::model::{
+    Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion,
+};
 use asg_core::domain::pools::TypeInfo;
 use asg_core::domain::reserved::Reservation;
 use asg_core::error::AwsError;
 
 use crate::check::{Call, Checker};
+
+/// The step of the latest simulated call on this thread's simulation, for a replay to stamp the
+/// functions' own log lines with (they interleave with the trace by it).
+pub static LAST_STEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 use crate::iam::{refuses, Role};
 use crate::rng::Rng;
 use crate::world::World;
@@ -138,6 +144,7 @@ impl SimCloud {
         let mut sim = self.lock();
         let sim = &mut *sim;
         sim.step += 1;
+        LAST_STEP.store(sim.step, std::sync::atomic::Ordering::Relaxed);
         *sim.calls.entry(op.to_string()).or_default() += pages.max(1);
         *sim.calls_by_function.entry((self.role.name(), op.to_string())).or_default() += pages.max(1);
         let scripted =
@@ -322,9 +329,22 @@ impl Cloud for SimCloud {
         self.call("ec2:DescribeSpotInstanceRequests", 1, id.to_string(), None, |w| Ok(w.interruption_notice(id))).await
     }
 
-    async fn has_termination_hook(&self, group: &str) -> Result<bool> {
-        self.call("autoscaling:DescribeLifecycleHooks", 1, group.to_string(), None, |w| w.has_termination_hook(group))
+    async fn lifecycle_hooks(&self, group: &str) -> Result<Vec<Hook>> {
+        self.call("autoscaling:DescribeLifecycleHooks", 1, group.to_string(), None, |w| w.lifecycle_hooks(group)).await
+    }
+
+    async fn target_health(&self, target_group: &str, ids_: &[String]) -> Result<BTreeMap<String, String>> {
+        let what = format!("{target_group} {}", ids(ids_));
+        self.call("elasticloadbalancing:DescribeTargetHealth", 1, what, None, |w| w.target_health(target_group, ids_))
             .await
+    }
+
+    async fn load_balancer_health(&self, load_balancer: &str, ids_: &[String]) -> Result<BTreeMap<String, String>> {
+        let what = format!("{load_balancer} {}", ids(ids_));
+        self.call("elasticloadbalancing:DescribeInstanceHealth", 1, what, None, |w| {
+            w.load_balancer_health(load_balancer, ids_)
+        })
+        .await
     }
 
     async fn launch(&self, launch: &Launch) -> Result<LaunchResult> {
@@ -388,6 +408,14 @@ impl Cloud for SimCloud {
         let call = Call::SetMax(group.to_string(), max);
         self.call("autoscaling:UpdateAutoScalingGroup", 1, format!("{group} MaxSize={max}"), Some(call), |w| {
             w.set_max_size(group, max)
+        })
+        .await
+    }
+
+    async fn set_desired(&self, group: &str, desired: i32) -> Result<()> {
+        let call = Call::SetDesired(group.to_string(), desired);
+        self.call("autoscaling:SetDesiredCapacity", 1, format!("{group} {desired}"), Some(call), |w| {
+            w.set_desired(group, desired)
         })
         .await
     }

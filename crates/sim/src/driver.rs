@@ -19,7 +19,9 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use asg_core::aws::ApiCalls;
 use asg_core::config::{Config, Function};
 use asg_core::domain::model::{Epoch, Tags};
-use asg_core::domain::policy::{TAG_MAX_IN_FLIGHT, TAG_MIN_ON_DEMAND, TAG_MODE, TAG_ROLLOUT_MAX_IN_FLIGHT};
+use asg_core::domain::policy::{
+    TAG_HEALTHY_DEADLINE, TAG_LAUNCH_HOOKS, TAG_MAX_IN_FLIGHT, TAG_MIN_ON_DEMAND, TAG_MODE, TAG_ROLLOUT_MAX_IN_FLIGHT,
+};
 use asg_core::domain::reserved::Reservation;
 use asg_core::lambda::{App, Clock};
 use asg_core::workflows::scan::ScanSummary;
@@ -32,8 +34,9 @@ use crate::cloud::{Sim, SimCloud};
 use crate::iam::Role;
 use crate::rng::Rng;
 use crate::sqs::Queue;
-use crate::world::{Hook, HookKind, World};
+use crate::world::{SimHook, World};
 use crate::START;
+use asg_core::domain::model::Hook;
 
 pub const OPT_IN: (&str, &str) = ("AsgOptimiser", "true");
 pub const SPOT_QUEUE: &str = "https://sqs.sim/asg-optimizer-spot-creator.fifo";
@@ -43,28 +46,13 @@ const VISIBILITY: Epoch = 360;
 const MAX_RECEIVE: u32 = 5;
 const SCAN_EVERY: Epoch = 120;
 
-/// Which part of the random space a run draws from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Space {
-    /// Web fleets (issue 11): target groups with real health checks, launch hooks that install
-    /// the application, scaling policies and operators moving desired capacity and MaxSize
-    /// mid-swap, instances that die mid-swap (killed, or a KMS key the tool may not use), and
-    /// rebalance recommendations acted on with `replace`.
-    pub web_fleet: bool,
-    /// Minutes of chaos, then of rest at most.
-    pub chaos_minutes: i64,
-    pub rest_minutes: i64,
-}
-
-impl Space {
-    pub const CORE: Space = Space { web_fleet: false, chaos_minutes: 90, rest_minutes: 150 };
-    pub const WEB_FLEET: Space = Space { web_fleet: true, chaos_minutes: 90, rest_minutes: 150 };
-}
+/// Minutes of chaos, then of rest at most.
+const CHAOS_MINUTES: i64 = 90;
+const REST_MINUTES: i64 = 150;
 
 /// What one seed did.
 pub struct Report {
     pub seed: u64,
-    pub space: Space,
     pub violations: Vec<Violation>,
     pub trace: Vec<String>,
     pub calls: BTreeMap<String, u64>,
@@ -92,15 +80,13 @@ impl Report {
             .unwrap_or(self.trace.len());
         let from = upto.saturating_sub(120);
         format!(
-            "seed {} ({:?}) broke an invariant\n  {first}\n{} more violation(s)\naccount:\n{}\nthe last {} calls and events before it:\n{}\nreplay: SIM_SEED={} {}cargo test -p asg-sim --test seeds replay -- --nocapture",
+            "seed {} broke an invariant\n  {first}\n{} more violation(s)\naccount:\n{}\nthe last {} calls and events before it:\n{}\nreplay: SIM_SEED={} cargo test -p asg-sim --test seeds replay -- --ignored --nocapture",
             self.seed,
-            self.space,
             self.violations.len() - 1,
             self.account,
             upto - from,
             self.trace[from..upto].join("\n"),
             self.seed,
-            if self.space.web_fleet { "SIM_WEB_FLEET=1 " } else { "" },
         )
     }
 }
@@ -144,12 +130,8 @@ fn noop_waker() -> Waker {
 
 /// The configuration each function reads from the environment the template sets, with the
 /// template's defaults and the seed's choice of a few knobs.
-fn config(function: Function, rng: &mut Rng, web_fleet: bool) -> Config {
-    let rebalance = if web_fleet {
-        *rng.pick(&["ignore", "backoff", "replace"]).unwrap_or(&"backoff")
-    } else {
-        *rng.pick(&["ignore", "backoff"]).unwrap_or(&"backoff")
-    };
+fn config(function: Function, rng: &mut Rng) -> Config {
+    let rebalance = *rng.pick(&["ignore", "backoff", "replace"]).unwrap_or(&"backoff");
     let env: BTreeMap<&str, String> = [
         ("SPOT_CREATOR_QUEUE_URL", SPOT_QUEUE.to_string()),
         ("SWAPPER_QUEUE_URL", SWAP_QUEUE.to_string()),
@@ -160,10 +142,11 @@ fn config(function: Function, rng: &mut Rng, web_fleet: bool) -> Config {
     Config::from_lookup(function, |k| env.get(k).cloned()).expect("the simulation's configuration is valid")
 }
 
-/// A random account: zones, templates, groups of every shape (desired == max, == min,
-/// min == max), policy tags, termination hooks, reservations, Spot pools that are short; and for
-/// web fleets, target groups and launch hooks.
-fn account(seed: u64, rng: &mut Rng, space: Space) -> World {
+/// A random account: zones, templates (some with a KMS key the tool may not use), groups of
+/// every shape (desired == max, == min, min == max), policy tags, lifecycle hooks (launch hooks
+/// that install the application or not, said or not with `launch-hooks=ignore`), target groups
+/// and Classic Load Balancers with real health checks, reservations, Spot pools that are short.
+fn account(seed: u64, rng: &mut Rng) -> World {
     let zones: Vec<&str> = ["us-east-1a", "us-east-1b", "us-east-1c"][..rng.range(2, 3) as usize].to_vec();
     let mut w = World::new(seed, START, &zones);
     w.timing.never_ready = *rng.pick(&[0.0, 0.0, 0.1, 0.3]).unwrap_or(&0.0);
@@ -174,7 +157,7 @@ fn account(seed: u64, rng: &mut Rng, space: Space) -> World {
     let templates: Vec<String> = (0..rng.range(1, 2))
         .map(|n| w.add_template(&format!("ami-{:08x}", n + 1), rng.pick(&types).unwrap_or(&"m5.large")))
         .collect();
-    if space.web_fleet && rng.chance(0.25) {
+    if rng.chance(0.25) {
         let t = rng.pick(&templates).cloned().unwrap_or_default();
         w.templates.get_mut(&t).expect("template").kms_key_denied = true;
     }
@@ -203,6 +186,17 @@ fn account(seed: u64, rng: &mut Rng, space: Space) -> World {
             tags.push((TAG_ROLLOUT_MAX_IN_FLIGHT.into(), rng.pick(&["1", "2", "0"]).unwrap_or(&"1").to_string()));
         }
         if rng.chance(0.15) {
+            tags.push((TAG_HEALTHY_DEADLINE.into(), rng.pick(&["300", "900"]).unwrap_or(&"300").to_string()));
+        }
+        // A launch hook that installs nothing a copy needs, said so (or, by mistake, one that
+        // does).
+        let launch_hook = rng.chance(0.3).then(|| rng.chance(0.7));
+        if let Some(installs_app) = launch_hook {
+            if rng.chance(if installs_app { 0.1 } else { 0.6 }) {
+                tags.push((TAG_LAUNCH_HOOKS.into(), "ignore".into()));
+            }
+        }
+        if rng.chance(0.15) {
             tags.push((
                 TAG_MODE.into(),
                 rng.pick(&["dry-run", "disabled", "sometimes"]).unwrap_or(&"enabled").to_string(),
@@ -213,15 +207,15 @@ fn account(seed: u64, rng: &mut Rng, space: Space) -> World {
         w.add_group(&name, min, desired, max, &template, &tag_refs);
         let g = w.groups.get_mut(&name).expect("group");
         if rng.chance(0.3) {
-            g.hooks.push(Hook { kind: HookKind::Terminating, installs_app: false });
+            g.hooks.push(SimHook { kind: Hook::Terminating, installs_app: false });
         }
-        if space.web_fleet {
-            if rng.chance(0.3) {
-                g.hooks.push(Hook { kind: HookKind::Launching, installs_app: rng.chance(0.7) });
-            }
-            if rng.chance(0.6) {
-                w.add_target_group(&name);
-            }
+        if let Some(installs_app) = launch_hook {
+            g.hooks.push(SimHook { kind: Hook::Launching, installs_app });
+        }
+        match rng.below(10) {
+            0..=3 => drop(w.add_target_group(&name)),
+            4..=5 => drop(w.add_classic_load_balancer(&name)),
+            _ => {}
         }
     }
     if rng.chance(0.3) {
@@ -262,13 +256,14 @@ fn describe(w: &World) -> String {
             .map(|h| format!("{:?}{}", h.kind, if h.installs_app { "(installs app)" } else { "" }))
             .collect();
         out.push_str(&format!(
-            "  {name}: min/desired/max {}/{}/{}, template {}{}, {} target group(s), hooks {hooks:?}, tags {tags:?}\n",
+            "  {name}: min/desired/max {}/{}/{}, template {}{}, {} target group(s), {} Classic Load Balancer(s), hooks {hooks:?}, tags {tags:?}\n",
             g.min,
             g.desired,
             g.max,
             g.template,
             if w.templates[&g.template].kms_key_denied { " (KMS key denied to the tool)" } else { "" },
-            g.target_groups.len()
+            g.target_groups.len(),
+            g.load_balancers.len()
         ));
     }
     out.push_str(&format!(
@@ -306,9 +301,9 @@ fn sqs_event(queue: &str, deliveries: &[crate::sqs::Delivery]) -> SqsEvent {
 }
 
 /// Plays one seed through: chaos, then rest, then the end-state checks.
-pub fn run(seed: u64, space: Space) -> Report {
+pub fn run(seed: u64) -> Report {
     let mut rng = Rng::new(seed);
-    let world = account(seed, &mut rng, space);
+    let world = account(seed, &mut rng);
     let account = describe(&world);
     let check = Checker::new(&world, OPT_IN.0, OPT_IN.1);
     let sim = Arc::new(Mutex::new(Sim::new(world, check, seed)));
@@ -328,7 +323,7 @@ pub fn run(seed: u64, space: Space) -> Report {
                 Function::Interruption => Role::Interruption,
             },
         ),
-        config: config(function, rng, space.web_fleet),
+        config: config(function, rng),
         calls: ApiCalls::default(),
         emit_metrics: false,
         clock: Clock::Virtual(clock.clone()),
@@ -350,11 +345,10 @@ pub fn run(seed: u64, space: Space) -> Report {
         tasks: Vec::new(),
         next_scan: START + 5,
         events: Vec::new(),
-        chaos_until: START + space.chaos_minutes * 60,
-        end: START + (space.chaos_minutes + space.rest_minutes) * 60,
+        chaos_until: START + CHAOS_MINUTES * 60,
+        end: START + (CHAOS_MINUTES + REST_MINUTES) * 60,
         crash_chance,
         overlapping_scans,
-        web_fleet: space.web_fleet,
         invocations: 0,
         crashes: 0,
         quiet_scans: 0,
@@ -372,7 +366,6 @@ pub fn run(seed: u64, space: Space) -> Report {
     s.check.at_rest(&s.world, &config, step);
     Report {
         seed,
-        space,
         violations: s.check.violations.clone(),
         trace: std::mem::take(&mut s.trace),
         calls: s.calls.clone(),
@@ -396,7 +389,6 @@ struct Driver<'a> {
     end: Epoch,
     crash_chance: f64,
     overlapping_scans: bool,
-    web_fleet: bool,
     invocations: u64,
     crashes: u64,
     /// Scans in a row, at rest, that found nothing to do.
@@ -654,9 +646,9 @@ impl<'a> Driver<'a> {
                     }
                 }
             }
-            // Web fleets: an instance dies (hardware, someone's TerminateInstances), a copy
-            // mid-swap among them.
-            4 if self.web_fleet => {
+            // An instance dies (hardware, someone's TerminateInstances), a copy mid-swap among
+            // them.
+            4 => {
                 let live: Vec<String> =
                     w.instances.values().filter(|i| i.state.is_live()).map(|i| i.id.clone()).collect();
                 if let Some(id) = self.rng.pick(&live).cloned() {
@@ -744,27 +736,28 @@ impl<'a> Driver<'a> {
                 w.queues.get_mut(SWAP_QUEUE).expect("queue").send(&[out], now);
                 said.push(format!("a forged swap message: {new} in for {old} in {group}"));
             }
-            // Web fleets: a scaling policy or an operator moves desired capacity, or MaxSize.
-            10..=13 if self.web_fleet => {
+            // A scaling policy or an operator moves desired capacity (within the MaxSize the
+            // operator set: a MaxSize raised for an attach keeps room for it alone), or MaxSize.
+            10..=13 => {
                 let names: Vec<String> = w.groups.keys().cloned().collect();
                 let g = self.rng.pick(&names).cloned().unwrap_or_default();
                 let (min, max, desired) = (w.groups[&g].min, w.groups[&g].max, w.groups[&g].desired);
                 let what = if r <= 12 {
-                    let to = self.rng.range(min as i64, max as i64) as i32;
-                    if to == desired {
+                    let ceiling = check.operator.get(&g).map_or(max, |o| o.1).min(max);
+                    let to = self.rng.range(min as i64, ceiling.max(min) as i64) as i32;
+                    if to == desired || w.set_desired(&g, to).is_err() {
                         return;
                     }
-                    let _ = w.set_desired(&g, to);
+                    check.operator_set(w, &g, Some(to), None);
                     format!("desired {desired} -> {to}")
                 } else {
                     let to = (max as i64 + self.rng.range(-2, 2)).max(min as i64) as i32;
-                    if to == max {
+                    if to == max || w.update_group(&g, None, Some(to)).is_err() {
                         return;
                     }
-                    let _ = w.update_group(&g, None, Some(to));
+                    check.operator_set(w, &g, None, Some(to));
                     format!("MaxSize {max} -> {to}")
                 };
-                check.operator_set(w);
                 said.push(format!("operator or scaling policy on {g}: {what}"));
             }
             _ => {}
@@ -858,6 +851,20 @@ impl Harness {
             s.check.after(&s.world, step);
         }
         self.clock.store(s.world.now, Ordering::SeqCst);
+    }
+
+    /// An operator or a scaling policy sets desired capacity and/or MaxSize of `group`, as
+    /// Auto Scaling would take it; the checker learns what the operator now expects.
+    pub fn operator(&self, group: &str, desired: Option<i32>, max: Option<i32>) {
+        let mut s = self.sim.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *s;
+        if let Some(max) = max {
+            s.world.update_group(group, None, Some(max)).expect("a valid MaxSize");
+        }
+        if let Some(desired) = desired {
+            s.world.set_desired(group, desired).expect("a valid desired capacity");
+        }
+        s.check.operator_set(&s.world, group, desired, max);
     }
 
     /// Throttles the next call of `operation` (e.g. `ec2:DescribeSpotInstanceRequests`).

@@ -3,7 +3,7 @@
 //! calls and sending to the queues are always allowed.
 
 use asg_core::domain::drift::TAG_ROLLOUT_PAUSED;
-use asg_core::domain::model::{TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
+use asg_core::domain::model::{TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
 use asg_core::domain::pools::TAG_BACKOFF_PREFIX;
 
 use crate::check::Call;
@@ -59,6 +59,12 @@ pub fn refuses(role: Role, call: &Call, world: &World, opt_in: (&str, &str), as_
         (_, Call::Send(..)) => true,
         (Role::SpotCreator, Call::Launch(_)) => true,
         (_, Call::Terminate(ids)) => ids.iter().all(|id| instance_has(id, TAG_REPLACES)),
+        // The record of an attach, on a copy of ours before it is attached.
+        (Role::Swapper | Role::Interruption, Call::TagInstances(ids, tags))
+            if keys_within(tags.keys(), &[TAG_ATTACHED]) =>
+        {
+            ids.iter().all(|id| instance_has(id, TAG_REPLACES))
+        }
         (_, Call::TagInstances(ids, tags)) => {
             keys_within(tags.keys(), &[TAG_HOLD]) && ids.iter().all(|id| instance_has(id, GROUP_NAME_TAG))
         }
@@ -66,6 +72,10 @@ pub fn refuses(role: Role, call: &Call, world: &World, opt_in: (&str, &str), as_
             opted_in(g) && keys_within(tags.keys(), &[&format!("{TAG_BACKOFF_PREFIX}*")])
         }
         (Role::Scanner, Call::SetMax(g, _)) => group_has(g, TAG_ORIGINAL_MAX, None),
+        // A partial give-back rewrites the record of what is still raised.
+        (Role::Scanner, Call::TagGroup(g, tags)) => {
+            group_has(g, TAG_ORIGINAL_MAX, None) && keys_within(tags.keys(), &[TAG_ORIGINAL_MAX])
+        }
         (Role::Scanner, Call::UntagGroup(g, keys)) => {
             (group_has(g, TAG_ORIGINAL_MAX, None) && keys_within(keys.iter(), &[TAG_ORIGINAL_MAX]))
                 || keys_within(
@@ -74,10 +84,12 @@ pub fn refuses(role: Role, call: &Call, world: &World, opt_in: (&str, &str), as_
                 )
         }
         (Role::Swapper, Call::Attach(g, _)) => opted_in(g),
-        (Role::Swapper, Call::SetMax(g, _)) => opted_in(g) || marked(g),
+        (Role::Swapper, Call::SetMax(g, _) | Call::SetDesired(g, _)) => opted_in(g) || marked(g),
         // An instance in no group: Auto Scaling answers ValidationError before IAM matters.
         (Role::Swapper, Call::TerminateInGroup(id, _)) => group_of(id).is_none_or(|g| opted_in(&g) || marked(&g)),
-        (Role::Swapper, Call::TagGroup(g, tags)) => opted_in(g) && swapper_keys(tags.keys()),
+        (Role::Swapper, Call::TagGroup(g, tags)) => {
+            (opted_in(g) && swapper_keys(tags.keys())) || (marked(g) && keys_within(tags.keys(), &[TAG_ORIGINAL_MAX]))
+        }
         (Role::Swapper, Call::UntagGroup(g, keys)) => {
             (opted_in(g) && swapper_keys(keys.iter())) || (marked(g) && keys_within(keys.iter(), &[TAG_ORIGINAL_MAX]))
         }

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use asg_core::cloud::{GroupQuery, InstanceQuery, Outgoing, TypeQuery};
 use asg_core::domain::model::Launch;
 use asg_core::domain::model::{
-    Epoch, Group, Health, Instance, InstanceState, LaunchResult, LaunchSource, Lifecycle, Market, Member, Tags,
+    Epoch, Group, Health, Hook, Instance, InstanceState, LaunchResult, LaunchSource, Lifecycle, Market, Member, Tags,
     TemplateVersion,
 };
 use asg_core::domain::pools::TypeInfo;
@@ -94,15 +94,10 @@ pub struct Template {
     pub kms_key_denied: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    Launching,
-    Terminating,
-}
-
+/// A lifecycle hook of a simulated group.
 #[derive(Debug, Clone)]
-pub struct Hook {
-    pub kind: HookKind,
+pub struct SimHook {
+    pub kind: Hook,
     /// A launch hook that installs the application (CodeDeploy, a bootstrap gate): an instance
     /// that did not go through it never becomes healthy behind a load balancer.
     pub installs_app: bool,
@@ -117,6 +112,9 @@ pub struct SimMember {
     pub protected: bool,
     /// Marked unhealthy (its instance died, or failed its load balancer's health checks).
     pub unhealthy: bool,
+    /// When it went InService (launched through the group, or attached): the health-check
+    /// grace period counts from then.
+    pub since: Epoch,
 }
 
 #[derive(Debug, Clone)]
@@ -134,8 +132,12 @@ pub struct SimGroup {
     pub zones: Vec<String>,
     pub suspended: Vec<String>,
     pub members: Vec<SimMember>,
+    /// ELBv2 target groups and Classic Load Balancers it registers its members with: both are
+    /// entries of [`World::target_groups`] (a Classic one's states read `InService` /
+    /// `OutOfService` through [`World::load_balancer_health`]).
     pub target_groups: Vec<String>,
-    pub hooks: Vec<Hook>,
+    pub load_balancers: Vec<String>,
+    pub hooks: Vec<SimHook>,
     /// Health check type ELB: a member unhealthy in a target group after the grace period is
     /// replaced.
     pub elb_health: bool,
@@ -151,7 +153,7 @@ impl SimGroup {
         self.members.iter_mut().find(|m| m.id == id)
     }
 
-    pub fn has_hook(&self, kind: HookKind) -> bool {
+    pub fn has_hook(&self, kind: Hook) -> bool {
         self.hooks.iter().any(|h| h.kind == kind)
     }
 
@@ -229,6 +231,8 @@ pub struct World {
     /// Spot capacity left per (type, zone); a pool not listed has plenty.
     pub spot_capacity: BTreeMap<(String, String), u32>,
     pub queues: BTreeMap<String, Queue>,
+    /// Members a group chose to terminate when its desired capacity fell below its count.
+    pub scale_in_victims: BTreeSet<String>,
     /// CreateFleet ClientToken -> (the request it came with, the instance it launched).
     tokens: BTreeMap<String, (String, String, String)>,
     next_id: u64,
@@ -265,6 +269,7 @@ impl World {
             catalog: crate::catalog::types(),
             spot_capacity: BTreeMap::new(),
             queues: BTreeMap::new(),
+            scale_in_victims: BTreeSet::new(),
             tokens: BTreeMap::new(),
             next_id: 0x10_0000,
         }
@@ -315,6 +320,7 @@ impl World {
             suspended: Vec::new(),
             members: Vec::new(),
             target_groups: Vec::new(),
+            load_balancers: Vec::new(),
             hooks: Vec::new(),
             elb_health: false,
             grace: 300,
@@ -331,12 +337,28 @@ impl World {
             let m = self.groups.get_mut(name).and_then(|g| g.member_mut(&id)).expect("member");
             m.lifecycle = Lifecycle::InService;
             m.until = None;
+            m.since = self.now - 86_400;
         }
+    }
+
+    /// Puts a group behind a (new) Classic Load Balancer; its InService members are InService.
+    pub fn add_classic_load_balancer(&mut self, group: &str) -> String {
+        let lb = format!("clb-{group}-{}", self.target_groups.len());
+        let tg = self.add_target_group(group);
+        let targets = self.target_groups.remove(&tg).unwrap_or_default();
+        self.target_groups.insert(lb.clone(), targets);
+        let g = self.groups.get_mut(group).expect("group");
+        g.target_groups.retain(|t| *t != tg);
+        g.load_balancers.push(lb.clone());
+        lb
     }
 
     /// Puts a group behind a (new) target group; its InService members are registered healthy.
     pub fn add_target_group(&mut self, group: &str) -> String {
-        let tg = format!("tg-{group}-{}", self.target_groups.len());
+        let tg = format!(
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-{group}-{}/0",
+            self.target_groups.len()
+        );
         let members: Vec<String> = self.groups[group]
             .members
             .iter()
@@ -351,9 +373,11 @@ impl World {
         tg
     }
 
-    /// SetDesiredCapacity, as a scaling policy or an operator does it.
+    /// SetDesiredCapacity, as the tool, a scaling policy or an operator calls it.
     pub fn set_desired(&mut self, group: &str, desired: i32) -> Result<(), AwsError> {
-        let g = self.groups.get_mut(group).expect("group");
+        let g = self.groups.get_mut(group).ok_or_else(|| {
+            validation("autoscaling:SetDesiredCapacity", format!("AutoScalingGroup name not found - {group}"))
+        })?;
         if desired < g.min || desired > g.max {
             return Err(validation(
                 "autoscaling:SetDesiredCapacity",
@@ -466,10 +490,16 @@ impl World {
         }
     }
 
+    /// Every target group and Classic Load Balancer of the group.
+    fn balancers(&self, group: &str) -> Vec<String> {
+        let g = &self.groups[group];
+        g.target_groups.iter().chain(&g.load_balancers).cloned().collect()
+    }
+
     fn register(&mut self, group: &str, id: &str) {
         let delay = self.rng.range(self.timing.target_healthy.0, self.timing.target_healthy.1);
         let now = self.now;
-        for tg in self.groups[group].target_groups.clone() {
+        for tg in self.balancers(group) {
             if let Some(targets) = self.target_groups.get_mut(&tg) {
                 targets.insert(id.to_string(), Target { state: TargetState::Initial, until: now + delay });
             }
@@ -478,7 +508,7 @@ impl World {
 
     fn deregister(&mut self, group: &str, id: &str) {
         let until = self.now + self.timing.deregistration_delay;
-        for tg in self.groups[group].target_groups.clone() {
+        for tg in self.balancers(group) {
             if let Some(t) = self.target_groups.get_mut(&tg).and_then(|ts| ts.get_mut(id)) {
                 if t.state != TargetState::Draining {
                     *t = Target { state: TargetState::Draining, until };
@@ -487,9 +517,11 @@ impl World {
         }
     }
 
-    /// Healthy in every target group of `group` (true when it has none).
+    /// Healthy in every target group and Classic Load Balancer of `group` (true when it has
+    /// none).
     pub fn healthy_behind(&self, group: &str, id: &str) -> bool {
-        self.groups[group].target_groups.iter().all(|tg| {
+        let g = &self.groups[group];
+        g.target_groups.iter().chain(&g.load_balancers).all(|tg| {
             self.target_groups.get(tg).and_then(|ts| ts.get(id)).is_some_and(|t| t.state == TargetState::Healthy)
         })
     }
@@ -505,7 +537,7 @@ impl World {
             match m.lifecycle {
                 Lifecycle::Pending if dead => self.set_lifecycle(name, &id, Lifecycle::Terminating, Some(now)),
                 Lifecycle::Pending if instance_state == Some(InstanceState::Running) => {
-                    if self.groups[name].has_hook(HookKind::Launching) {
+                    if self.groups[name].has_hook(Hook::Launching) {
                         let takes = self.rng.range(self.timing.hook.0, self.timing.hook.1);
                         self.set_lifecycle(name, &id, Lifecycle::PendingWait, Some(now + takes));
                     } else {
@@ -521,24 +553,27 @@ impl World {
                 Lifecycle::PendingProceed if m.until.is_some_and(|t| t <= now) => {
                     self.register(name, &id);
                     self.set_lifecycle(name, &id, Lifecycle::InService, None);
+                    if let Some(m) = self.groups.get_mut(name).and_then(|g| g.member_mut(&id)) {
+                        m.since = now;
+                    }
                 }
                 Lifecycle::InService | Lifecycle::Standby if dead && !m.unhealthy => {
                     self.mark_unhealthy(name, &id);
                 }
                 Lifecycle::InService if !m.unhealthy && self.groups[name].elb_health => {
-                    let failing = self.groups[name].target_groups.iter().any(|tg| {
+                    let failing = self.balancers(name).iter().any(|tg| {
                         self.target_groups
                             .get(tg)
                             .and_then(|ts| ts.get(&id))
                             .is_some_and(|t| t.state == TargetState::Unhealthy)
                     });
-                    let launched = self.instances.get(&id).map_or(now, |i| i.launch_time);
-                    if failing && now - launched > self.groups[name].grace {
+                    // The grace period applies to attached instances too, from their attach.
+                    if failing && now - m.since > self.groups[name].grace {
                         self.mark_unhealthy(name, &id);
                     }
                 }
                 Lifecycle::Terminating => {
-                    if self.groups[name].has_hook(HookKind::Terminating) && !dead {
+                    if self.groups[name].has_hook(Hook::Terminating) && !dead {
                         let takes = self.rng.range(self.timing.hook.0, self.timing.hook.1);
                         self.set_lifecycle(name, &id, Lifecycle::TerminatingWait, Some(now + takes));
                     } else {
@@ -586,7 +621,10 @@ impl World {
         if counted > desired && !self.groups[name].suspended.iter().any(|p| p == "Terminate") {
             for _ in desired..counted {
                 match self.scale_in_victim(name) {
-                    Some(id) => self.begin_termination(name, &id),
+                    Some(id) => {
+                        self.scale_in_victims.insert(id.clone());
+                        self.begin_termination(name, &id);
+                    }
                     None => break,
                 }
             }
@@ -667,7 +705,7 @@ impl World {
         tags.insert(GROUP_NAME_TAG.into(), group.to_string());
         tags.insert(LT_ID_TAG.into(), g.template.clone());
         tags.insert(LT_VERSION_TAG.into(), number.to_string());
-        let app = !g.has_hook(HookKind::Launching);
+        let app = !g.has_hook(Hook::Launching);
         let id = self.new_instance(false, &instance_type, &zone, tags, &image, false);
         if let Some(i) = self.instances.get_mut(&id) {
             i.by_group = true;
@@ -680,6 +718,7 @@ impl World {
             until: None,
             protected: false,
             unhealthy: false,
+            since: 0,
         });
         id
     }
@@ -757,6 +796,7 @@ impl World {
             image_id: Some(i.image.clone()),
             platform: "Linux/UNIX".into(),
             tenancy: "default".into(),
+            state_reason: i.state_reason.clone(),
         }
     }
 
@@ -779,6 +819,8 @@ impl World {
                 .collect(),
             launch: LaunchSource::Template { id: g.template.clone(), version: g.version.clone() },
             suspended: g.suspended.clone(),
+            target_groups: g.target_groups.clone(),
+            load_balancers: g.load_balancers.clone(),
         }
     }
 
@@ -889,12 +931,51 @@ impl World {
         })
     }
 
-    pub fn has_termination_hook(&self, group: &str) -> Result<bool, AwsError> {
+    /// DescribeLifecycleHooks.
+    pub fn lifecycle_hooks(&self, group: &str) -> Result<Vec<Hook>, AwsError> {
         let g = self
             .groups
             .get(group)
             .ok_or_else(|| validation("autoscaling:DescribeLifecycleHooks", format!("Group {group} not found")))?;
-        Ok(g.has_hook(HookKind::Terminating))
+        Ok(g.hooks.iter().map(|h| h.kind).collect())
+    }
+
+    /// DescribeTargetHealth for these ids: registered ones only.
+    pub fn target_health(&self, target_group: &str, ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let targets = self.target_groups.get(target_group).ok_or_else(|| {
+            aws_err(
+                "elasticloadbalancing:DescribeTargetHealth",
+                "TargetGroupNotFound",
+                format!("{target_group} not found"),
+            )
+        })?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let state = match targets.get(id)?.state {
+                    TargetState::Initial => "initial",
+                    TargetState::Healthy => "healthy",
+                    TargetState::Unhealthy => "unhealthy",
+                    TargetState::Draining => "draining",
+                };
+                Some((id.clone(), state.to_string()))
+            })
+            .collect())
+    }
+
+    /// DescribeInstanceHealth of a Classic Load Balancer: `InService` once healthy, else
+    /// `OutOfService`.
+    pub fn load_balancer_health(&self, lb: &str, ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let targets = self.target_groups.get(lb).ok_or_else(|| {
+            aws_err("elasticloadbalancing:DescribeInstanceHealth", "LoadBalancerNotFound", format!("{lb} not found"))
+        })?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let state = if targets.get(id)?.state == TargetState::Healthy { "InService" } else { "OutOfService" };
+                Some((id.clone(), state.to_string()))
+            })
+            .collect())
     }
 
     /// CreateFleet, instant, one instance.
@@ -1044,9 +1125,10 @@ impl World {
                 ),
             ));
         }
-        let app = !g.hooks.iter().any(|h| h.kind == HookKind::Launching && h.installs_app);
+        let app = !g.hooks.iter().any(|h| h.kind == Hook::Launching && h.installs_app);
         let propagated: Tags =
             g.tags.iter().filter(|(k, _)| g.propagate.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let now = self.now;
         for id in ids {
             let g = self.groups.get_mut(group).expect("group");
             g.desired += 1;
@@ -1056,6 +1138,7 @@ impl World {
                 until: None,
                 protected: false,
                 unhealthy: false,
+                since: now,
             });
             if let Some(i) = self.instances.get_mut(id) {
                 i.tags.extend(propagated.clone());

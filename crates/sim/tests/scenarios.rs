@@ -1,9 +1,9 @@
 //! Scripted scenarios on the simulated account: each forces one situation the random seeds
 //! found, with the real handlers, and checks the invariants after every call as the seeds do.
 
-use asg_core::domain::model::{InstanceState, Lifecycle, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
+use asg_core::domain::model::{Hook, InstanceState, Lifecycle, TAG_HOLD, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
 use asg_sim::driver::{Harness, SPOT_QUEUE, SWAP_QUEUE};
-use asg_sim::world::World;
+use asg_sim::world::{SimHook, World};
 use asg_sim::START;
 
 /// One opted-in group of two On-Demand instances, desired == max so that every swap raises it.
@@ -76,5 +76,120 @@ fn a_copy_warned_before_the_retire_never_replaces_the_on_demand_instance() {
     h.event(&copy, "EC2 Spot Instance Interruption Warning").expect("handled");
     h.advance(300);
     assert_eq!(h.world(|w| w.instances[&copy].state), InstanceState::Terminated);
+    assert_clean(&h, h.violations());
+}
+
+/// Delivers the swap queue every 10 s for `seconds`, checking `each` after every delivery.
+fn swap_for(h: &mut Harness, seconds: i64, mut each: impl FnMut(&mut Harness)) {
+    for _ in 0..seconds / 10 {
+        h.deliver(SWAP_QUEUE);
+        each(h);
+        h.advance(10);
+    }
+}
+
+fn in_service(h: &Harness, id: &str) -> bool {
+    h.world(|w| w.groups["web"].member(id).is_some_and(|m| m.lifecycle == Lifecycle::InService))
+}
+
+#[test]
+fn the_old_instance_stays_until_its_copy_is_healthy_in_the_target_group() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (240, 240);
+    });
+    let (copy, old) = copy_ready(&mut h);
+    let mut retired_while_unhealthy = false;
+    swap_for(&mut h, 600, |h| {
+        let copy_serves = h.world(|w| w.healthy_behind("web", &copy));
+        retired_while_unhealthy |= !copy_serves && !in_service(h, &old);
+    });
+    assert!(!retired_while_unhealthy, "the old instance left while its copy was not healthy yet\n{}", h.trace());
+    assert!(in_service(&h, &copy) && !in_service(&h, &old), "the swap finished once the copy was healthy");
+    assert_eq!(h.world(|w| (w.groups["web"].desired, w.groups["web"].max)), (2, 2));
+    assert_clean(&h, h.violations());
+}
+
+#[test]
+fn a_copy_never_healthy_is_rolled_back_at_the_healthy_deadline() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+        w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:healthy-deadline".into(), "300".into());
+    });
+    let (copy, old) = copy_ready(&mut h);
+    swap_for(&mut h, 900, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert!(g.member(&copy).is_none_or(|m| m.lifecycle.is_leaving()), "the copy is rolled back");
+        assert_eq!(g.member(&old).map(|m| m.lifecycle.clone()), Some(Lifecycle::InService), "the instance is kept");
+        assert_eq!(g.desired, 2);
+        assert!(w.instances[&old].tags.get(TAG_HOLD).is_some_and(|h| h.starts_with("skip")), "set aside");
+    });
+    h.scan();
+    assert_eq!(h.world(|w| w.groups["web"].max), 2, "the scan gives back the MaxSize the swap raised");
+    assert_clean(&h, h.violations());
+}
+
+#[test]
+fn a_group_with_a_launch_hook_is_left_alone_unless_its_tag_says_ignore() {
+    let h = account();
+    h.world(|w| w.groups.get_mut("web").unwrap().hooks.push(SimHook { kind: Hook::Launching, installs_app: false }));
+    let summary = h.scan();
+    assert_eq!(summary.enqueued, 0);
+    let why = summary.per_group[0].skipped.clone().unwrap_or_default();
+    assert!(why.contains("launch lifecycle hook"), "{why}");
+    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into()));
+    assert_eq!(h.scan().enqueued, 1);
+}
+
+#[test]
+fn a_scale_out_while_the_copy_is_attached_keeps_both_and_the_operators_sizes() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    // The attach goes through (desired and MaxSize 2 -> 3); the read right after it fails.
+    h.throttle_next("ec2:DescribeSpotInstanceRequests");
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| (w.groups["web"].desired, w.groups["web"].max)), (3, 3));
+    // A scaling policy raises MaxSize and desired to 4 meanwhile.
+    h.operator("web", Some(4), Some(4));
+    h.advance(400);
+    swap_for(&mut h, 300, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.min, g.max, g.desired), (1, 4, 4), "nothing the scaling policy did is undone");
+        assert!(g.member(&copy).is_some() && g.member(&old).is_some(), "both stay; a later swap replaces the old one");
+    });
+    // The scans go on and replace the rest, the old instance among them.
+    for _ in 0..60 {
+        h.scan();
+        h.deliver(SPOT_QUEUE);
+        swap_for(&mut h, 120, |_| {});
+    }
+    assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (4, 4));
+    assert_clean(&h, h.at_rest());
+}
+
+#[test]
+fn a_copy_killed_at_launch_is_a_failed_replacement_and_not_launched_again_and_again() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    // EC2 terminates it: the launch template's volumes use a KMS key the role may not use.
+    h.world(|w| w.kill(&copy, "Client.InvalidKMSKey.InvalidState"));
+    h.advance(60);
+    h.deliver(SWAP_QUEUE);
+    h.world(|w| {
+        assert!(w.instances[&old].tags.get(TAG_HOLD).is_some_and(|h| h.starts_with("skip")), "set aside");
+        assert_eq!(w.groups["web"].desired, 2);
+    });
+    // Past the claim's expiry, the next scans leave the instance alone until the hold ends.
+    h.advance(1000);
+    let launched = |h: &Harness| h.world(|w| w.instances.values().filter(|i| i.by_tool).count());
+    assert_eq!(h.scan().enqueued, 1, "the other On-Demand instance only");
+    h.deliver(SPOT_QUEUE);
+    assert_eq!(launched(&h), 2);
+    assert!(h.world(|w| w.instances[&old].tags[TAG_HOLD].starts_with("skip")));
     assert_clean(&h, h.violations());
 }

@@ -2,9 +2,10 @@
 //! in the simulation failed against AWS's semantics, not against a quirk of the simulator.
 
 use asg_core::cloud::{GroupQuery, InstanceQuery, ANY_STATE, LIVE};
+use asg_core::domain::model::Hook;
 use asg_core::domain::model::{InstanceState, Launch, LaunchResult, Lifecycle, Market, Tags};
 use asg_sim::check::{Call, Checker};
-use asg_sim::world::{subnet_of, Hook, HookKind, TargetState, World, WARNING_LEAD};
+use asg_sim::world::{subnet_of, SimHook, TargetState, World, WARNING_LEAD};
 use asg_sim::START;
 
 fn world() -> (World, String) {
@@ -76,7 +77,7 @@ fn attach_takes_running_instances_of_the_groups_zones_that_are_in_no_group() {
 #[test]
 fn an_attached_instance_is_in_service_at_once_and_goes_through_no_launch_hook() {
     let (mut w, lt) = world();
-    w.groups.get_mut("web").unwrap().hooks.push(Hook { kind: HookKind::Launching, installs_app: true });
+    w.groups.get_mut("web").unwrap().hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
     let tg = w.add_target_group("web");
     let c = copy(&mut w, &lt, "t");
     w.attach("web", std::slice::from_ref(&c)).unwrap();
@@ -91,7 +92,7 @@ fn an_attached_instance_is_in_service_at_once_and_goes_through_no_launch_hook() 
 fn the_group_launches_through_its_launch_hook_and_registers_before_in_service() {
     let (mut w, _) = world();
     (w.timing.boot, w.timing.hook, w.timing.target_healthy) = ((10, 10), (100, 100), (100, 100));
-    w.groups.get_mut("web").unwrap().hooks.push(Hook { kind: HookKind::Launching, installs_app: true });
+    w.groups.get_mut("web").unwrap().hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
     let tg = w.add_target_group("web");
     w.set_desired("web", 3).unwrap();
     w.advance(w.now + 2);
@@ -126,7 +127,7 @@ fn terminate_in_group_decrementing_below_min_size_is_refused() {
 #[test]
 fn termination_deregisters_first_then_waits_on_the_termination_hook() {
     let (mut w, _) = world();
-    w.groups.get_mut("web").unwrap().hooks.push(Hook { kind: HookKind::Terminating, installs_app: false });
+    w.groups.get_mut("web").unwrap().hooks.push(SimHook { kind: Hook::Terminating, installs_app: false });
     let tg = w.add_target_group("web");
     let id = w.groups["web"].members[0].id.clone();
     w.terminate_in_group(&id, true).unwrap();
@@ -295,7 +296,7 @@ fn an_instance_just_launched_may_be_invisible_for_a_moment() {
 #[test]
 fn detach_runs_no_hook_and_the_instance_leaves_its_group() {
     let (mut w, _) = world();
-    w.groups.get_mut("web").unwrap().hooks.push(Hook { kind: HookKind::Terminating, installs_app: false });
+    w.groups.get_mut("web").unwrap().hooks.push(SimHook { kind: Hook::Terminating, installs_app: false });
     let id = w.groups["web"].members[0].id.clone();
     w.detach("web", &id, false).unwrap();
     assert_eq!(lifecycle(&w, "web", &id), Some(Lifecycle::Detaching));

@@ -85,6 +85,8 @@ pub(super) fn to_group(g: &asg::types::AutoScalingGroup) -> Group {
             .collect(),
         launch,
         suspended: g.suspended_processes().iter().filter_map(|p| p.process_name().map(str::to_string)).collect(),
+        target_groups: g.target_group_arns().to_vec(),
+        load_balancers: g.load_balancer_names().to_vec(),
     }
 }
 
@@ -105,6 +107,7 @@ pub(super) fn to_instance(i: &ec2::types::Instance) -> Instance {
         image_id: i.image_id().map(str::to_string),
         platform: i.platform_details().filter(|p| !p.is_empty()).unwrap_or("Linux/UNIX").to_string(),
         tenancy: i.placement().and_then(|p| p.tenancy()).map_or("default", |t| t.as_str()).to_string(),
+        state_reason: i.state_reason().and_then(|r| r.code()).map(str::to_string),
     }
 }
 

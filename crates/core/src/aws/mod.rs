@@ -15,6 +15,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_autoscaling as asg;
 use aws_sdk_ec2 as ec2;
+use aws_sdk_elasticloadbalancing as elb;
+use aws_sdk_elasticloadbalancingv2 as elbv2;
 use aws_sdk_pricing as pricing;
 use aws_sdk_sqs as sqs;
 
@@ -24,8 +26,8 @@ use price_list::{PriceCache, PRICE_TTL};
 
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use crate::domain::model::{
-    is_capacity_error, launch_failure, Group, Health, Instance, InstanceState, Launch, LaunchResult, Market, Tags,
-    TemplateVersion,
+    is_capacity_error, launch_failure, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Market,
+    Tags, TemplateVersion,
 };
 use crate::domain::pools::TypeInfo;
 use crate::domain::reserved::Reservation;
@@ -39,6 +41,8 @@ type TypesCache = Arc<Mutex<BTreeMap<String, (Vec<TypeInfo>, Instant)>>>;
 pub struct AwsCloud {
     ec2: ec2::Client,
     asg: asg::Client,
+    elbv2: elbv2::Client,
+    elb: elb::Client,
     sqs: sqs::Client,
     pricing: pricing::Client,
     region: String,
@@ -71,6 +75,8 @@ impl AwsCloud {
         Self {
             ec2: ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(calls.clone()).build()),
             asg: asg::Client::from_conf(asg::config::Builder::from(config).interceptor(calls.clone()).build()),
+            elbv2: elbv2::Client::from_conf(elbv2::config::Builder::from(config).interceptor(calls.clone()).build()),
+            elb: elb::Client::from_conf(elb::config::Builder::from(config).interceptor(calls.clone()).build()),
             sqs: sqs::Client::from_conf(sqs::config::Builder::from(config).interceptor(calls.clone()).build()),
             // The Price List API answers in us-east-1 (and two other Regions) whatever ours is.
             pricing: pricing::Client::from_conf(
@@ -373,7 +379,7 @@ impl Cloud for AwsCloud {
             .any(|code| code.starts_with("marked-for-")))
     }
 
-    async fn has_termination_hook(&self, group: &str) -> Result<bool> {
+    async fn lifecycle_hooks(&self, group: &str) -> Result<Vec<Hook>> {
         let out = self
             .asg
             .describe_lifecycle_hooks()
@@ -384,7 +390,49 @@ impl Cloud for AwsCloud {
         Ok(out
             .lifecycle_hooks()
             .iter()
-            .any(|h| h.lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING")))
+            .filter_map(|h| match h.lifecycle_transition()? {
+                "autoscaling:EC2_INSTANCE_LAUNCHING" => Some(Hook::Launching),
+                "autoscaling:EC2_INSTANCE_TERMINATING" => Some(Hook::Terminating),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn target_health(&self, target_group: &str, ids: &[String]) -> Result<BTreeMap<String, String>> {
+        let targets = ids.iter().map(|id| elbv2::types::TargetDescription::builder().id(id).build()).collect();
+        let out = self
+            .elbv2
+            .describe_target_health()
+            .target_group_arn(target_group)
+            .set_targets(Some(targets))
+            .send()
+            .await
+            .map_err(err("elasticloadbalancing:DescribeTargetHealth"))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let id = d.target()?.id()?.to_string();
+                Some((id, d.target_health()?.state()?.as_str().to_string()))
+            })
+            .collect())
+    }
+
+    async fn load_balancer_health(&self, load_balancer: &str, ids: &[String]) -> Result<BTreeMap<String, String>> {
+        let instances = ids.iter().map(|id| elb::types::Instance::builder().instance_id(id).build()).collect();
+        let out = self
+            .elb
+            .describe_instance_health()
+            .load_balancer_name(load_balancer)
+            .set_instances(Some(instances))
+            .send()
+            .await
+            .map_err(err("elasticloadbalancing:DescribeInstanceHealth"))?;
+        Ok(out
+            .instance_states()
+            .iter()
+            .filter_map(|s| Some((s.instance_id()?.to_string(), s.state()?.to_string())))
+            .collect())
     }
 
     async fn launch(&self, launch: &Launch) -> Result<LaunchResult> {
@@ -533,6 +581,18 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map_err(err("autoscaling:DetachInstances"))?;
+        Ok(())
+    }
+
+    async fn set_desired(&self, group: &str, desired: i32) -> Result<()> {
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(desired)
+            .honor_cooldown(false)
+            .send()
+            .await
+            .map_err(err("autoscaling:SetDesiredCapacity"))?;
         Ok(())
     }
 

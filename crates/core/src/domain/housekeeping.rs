@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::domain::drift::TAG_ROLLOUT_PAUSED;
 use crate::domain::model::{
-    Epoch, Group, Instance, Market, TemplateVersion, TAG_GROUP, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+    Epoch, Group, Instance, Market, MaxRaise, TemplateVersion, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::ScanInput;
 use crate::domain::policy::Mode;
@@ -30,12 +31,13 @@ pub struct Stalled {
     pub market: Market,
 }
 
-/// Put a raised MaxSize back: set it to `set_max` (if any), and drop the tag when `clear_tag`.
+/// Put a raised MaxSize back: set it to `set_max` (if any); then drop the tag (`tag: None`) or,
+/// when MaxSize could only come part of the way back, record where it is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaxRepair {
     pub group: String,
     pub set_max: Option<i32>,
-    pub clear_tag: bool,
+    pub tag: Option<MaxRaise>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,10 +116,20 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
 
     for g in known_groups.values() {
         let state = input.state(&g.name);
-        if state.original_max.is_none() || busy(g, &input.spots) {
-            continue;
-        }
-        match max_repair(g, &state) {
+        let repair = match busy(g, &input.spots) {
+            // MaxSize set by someone else since our raise: theirs stands, and the record goes
+            // now, so that they may even set our value later. (Not while it is still the value
+            // before the first raise: a swap may be about to raise it.)
+            true => match &state.original_max {
+                Some(Ok(r)) if r.from != g.max && !r.ours(g.max) => {
+                    Ok(Some(MaxRepair { group: g.name.clone(), set_max: None, tag: None }))
+                }
+                _ => continue,
+            },
+            false if state.original_max.is_none() => continue,
+            false => max_repair(g, &state),
+        };
+        match repair {
             Ok(Some(_)) if is_dry(&g.name) => {
                 out.notes.push(format!("dry-run: would restore the MaxSize of {}", g.name))
             }
@@ -161,24 +173,29 @@ pub fn busy(g: &Group, spots: &[Instance]) -> bool {
         .any(|s| g.member(&s.id).is_none() || g.replaced_still_here(s))
 }
 
-/// Put back the MaxSize we raised, never below the current desired capacity (a MaxSize below
-/// it would make the group terminate an instance). Call only when the group is not [`busy`].
+/// Give back the MaxSize our swaps raised, and only that: while MaxSize is still the value we
+/// set, back to what it was, never below the current desired capacity (a MaxSize below it would
+/// make the group terminate an instance); once someone else has set it, theirs stands and the
+/// tag goes. Call only when the group is not [`busy`].
 pub fn max_repair(g: &Group, state: &GroupState) -> Result<Option<MaxRepair>, String> {
-    let original = match &state.original_max {
+    let raise = match &state.original_max {
         None => return Ok(None),
-        Some(Ok(n)) => *n,
+        Some(Ok(r)) => *r,
         Some(Err(raw)) => {
-            return Err(format!(
-                "group {}: tag {}={raw:?} is not a number; left alone",
-                g.name,
-                crate::domain::model::TAG_ORIGINAL_MAX
-            ))
+            return Err(format!("group {}: tag {TAG_ORIGINAL_MAX}={raw:?} is not <from>:<to>; left alone", g.name))
         }
     };
-    let target = original.max(g.desired);
+    let repair = |set_max, tag| Some(MaxRepair { group: g.name.clone(), set_max, tag });
+    if !raise.ours(g.max) {
+        return Ok(repair(None, None));
+    }
+    let target = raise.from.max(g.desired);
     let set_max = (target < g.max).then_some(target);
-    let clear_tag = target == original;
-    Ok((set_max.is_some() || clear_tag).then(|| MaxRepair { group: g.name.clone(), set_max, clear_tag }))
+    Ok(match (set_max, target == raise.from) {
+        (_, true) => repair(set_max, None),
+        (Some(to), false) => repair(Some(to), Some(MaxRaise::next(Some(raise), g.max, to))),
+        (None, false) => None,
+    })
 }
 
 #[cfg(test)]
@@ -243,24 +260,29 @@ mod tests {
     }
 
     #[test]
-    fn max_repair_never_goes_below_desired() {
-        type Case<'a> = (&'a str, i32, i32, Option<(Option<i32>, bool)>);
+    fn max_repair_gives_back_only_our_raise_and_never_below_desired() {
+        type Case<'a> = (&'a str, i32, i32, Option<(Option<i32>, Option<&'a str>)>);
         let cases: &[Case] = &[
-            // original, desired, max -> (set_max, clear_tag)
-            ("4", 4, 5, Some((Some(4), true))),
-            ("4", 5, 5, None), // a swap's Spot instance is still counted: wait
-            ("4", 5, 6, Some((Some(5), false))),
-            ("4", 3, 4, Some((None, true))), // already back (crash after the update)
-            ("4", 3, 7, Some((Some(4), true))),
+            // tag, desired, max -> (set_max, tag left)
+            ("4:5", 4, 5, Some((Some(4), None))),
+            ("4:5", 5, 5, None),                           // a swap's copy is still counted: wait
+            ("4:6", 5, 6, Some((Some(5), Some("4:6:5")))), // part of the way back, and say so
+            ("4:5:6", 4, 5, Some((Some(4), None))),        // the raise to 6 never happened: 5 is ours
+            ("4:5:6", 4, 6, Some((Some(4), None))),
+            ("4:5", 3, 4, Some((None, None))),  // already back (crash after the update)
+            ("4:5", 3, 8, Some((None, None))),  // someone set 8 since: theirs stands
+            ("4:5", 5, 7, Some((None, None))),  // ... even above desired
+            ("4", 3, 7, Some((Some(4), None))), // an older version's tag: as before
         ];
-        for &(orig, desired, max, want) in cases {
+        for &(tag, desired, max, want) in cases {
             let mut g = group("web", desired, vec![]);
             g.max = max;
-            g.tags.insert(TAG_ORIGINAL_MAX.into(), orig.into());
+            g.tags.insert(TAG_ORIGINAL_MAX.into(), tag.into());
             let got = max_repair(&g, &GroupState::read(&g.tags, &Policy::default()))
                 .unwrap()
-                .map(|r| (r.set_max, r.clear_tag));
-            assert_eq!(got, want, "orig={orig} desired={desired} max={max}");
+                .map(|r| (r.set_max, r.tag.map(|t| t.value())));
+            let want = want.map(|(m, t)| (m, t.map(str::to_string)));
+            assert_eq!(got, want, "tag={tag} desired={desired} max={max}");
         }
         let mut g = group("web", 1, vec![]);
         g.tags.insert(TAG_ORIGINAL_MAX.into(), "x".into());
@@ -275,8 +297,20 @@ mod tests {
         let spots = vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)];
         let plan = plan_scan(&ScanInput { raised: vec![g.clone()], ..input(vec![], vec![], spots) });
         assert!(plan.repairs.is_empty());
-        let plan = plan_scan(&ScanInput { raised: vec![g], ..input(vec![], vec![], vec![]) });
-        assert_eq!(plan.repairs, [MaxRepair { group: "web".into(), set_max: Some(3), clear_tag: true }]);
+        let plan = plan_scan(&ScanInput { raised: vec![g.clone()], ..input(vec![], vec![], vec![]) });
+        assert_eq!(plan.repairs, [MaxRepair { group: "web".into(), set_max: Some(3), tag: None }]);
+        // While busy, the record goes as soon as MaxSize is someone else's value; it stays while
+        // MaxSize is ours, or still the base (a raise may be on its way).
+        for (tag, max, dropped) in [("3:4", 6, true), ("3:4", 4, false), ("3:4", 3, false), ("3:4:5", 4, false)] {
+            let g = Group { max, tags: [(TAG_ORIGINAL_MAX.to_string(), tag.to_string())].into(), ..g.clone() };
+            let spots = vec![spot("i-0000000a", "web", "i-00000001", NOW - 60)];
+            let plan = plan_scan(&ScanInput { raised: vec![g], ..input(vec![], vec![], spots) });
+            let want: &[MaxRepair] = match dropped {
+                true => &[MaxRepair { group: "web".into(), set_max: None, tag: None }],
+                false => &[],
+            };
+            assert_eq!(plan.repairs, want, "{tag} with MaxSize {max}");
+        }
     }
 
     #[test]

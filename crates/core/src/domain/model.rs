@@ -18,8 +18,12 @@ pub const TAG_GROUP: &str = "asg-optimiser:group";
 pub const TAG_REPLACES: &str = "asg-optimiser:replaces";
 /// On an On-Demand instance: `claim <epoch>` or `skip <epoch>`, see [`Hold`].
 pub const TAG_HOLD: &str = "asg-optimiser:hold";
-/// On a group: the MaxSize it had before we raised it by one to attach a Spot instance.
+/// On a group: `<from>:<to>`, the MaxSize it had before our swaps raised it, and the value we
+/// last set: see [`MaxRaise`].
 pub const TAG_ORIGINAL_MAX: &str = "asg-optimiser:original-max-size";
+/// On a copy: `<epoch> <desired>`, when a swap attached it and the desired capacity that attach
+/// produced: see [`Attached`].
+pub const TAG_ATTACHED: &str = "asg-optimiser:attached";
 /// On a group: a swap of ours may be attached here (the epoch of the latest attach). Written
 /// before every attach, removed by the scanner once no swap of the group is under way. While it
 /// is there the swapper and the interruption handler may finish or roll back a swap in the group
@@ -44,6 +48,10 @@ pub struct Group {
     pub members: Vec<Member>,
     pub launch: LaunchSource,
     pub suspended: Vec<String>,
+    /// The ELBv2 target groups (ARNs) and Classic Load Balancers (names) the group registers
+    /// its members with: a copy serves once it is healthy in every one of them.
+    pub target_groups: Vec<String>,
+    pub load_balancers: Vec<String>,
 }
 
 impl Group {
@@ -52,9 +60,10 @@ impl Group {
     }
 
     /// `copy` (one of ours) replaces an instance that is still a member of this group and not on
-    /// its way out: that swap is not finished.
+    /// its way out, and its swap is not over: that swap is not finished.
     pub fn replaced_still_here(&self, copy: &Instance) -> bool {
-        copy.tag(TAG_REPLACES).and_then(|old| self.member(old)).is_some_and(|m| !m.lifecycle.is_leaving())
+        !copy.swap_over()
+            && copy.tag(TAG_REPLACES).and_then(|old| self.member(old)).is_some_and(|m| !m.lifecycle.is_leaving())
     }
 
     pub fn opted_in(&self, key: &str, value: &str) -> bool {
@@ -245,6 +254,9 @@ pub struct Instance {
     pub platform: String,
     /// `default`, `dedicated` or `host`.
     pub tenancy: String,
+    /// Why it last changed state, when EC2 says (`Server.SpotInstanceTermination`,
+    /// `Client.InvalidKMSKey.InvalidState`, ...).
+    pub state_reason: Option<String>,
 }
 
 impl Instance {
@@ -259,6 +271,17 @@ impl Instance {
     /// The hold tag, if present and readable; an unreadable one is treated as absent.
     pub fn hold(&self) -> Option<Hold> {
         self.tag(TAG_HOLD).and_then(Hold::parse)
+    }
+
+    /// When a swap attached this copy, and the desired capacity its attach produced, if known.
+    pub fn attached(&self) -> Option<Attached> {
+        self.tag(TAG_ATTACHED).and_then(Attached::parse)
+    }
+
+    /// This copy's swap is over (see [`Netting::Over`]): it no longer replaces anything, even if
+    /// the instance it was to replace stays (desired capacity moved meanwhile).
+    pub fn swap_over(&self) -> bool {
+        self.attached().is_some_and(|r| r.netting == Some(Netting::Over))
     }
 
     /// Tags to copy onto a Spot copy of this instance: everything but `aws:` tags (which cannot
@@ -312,6 +335,153 @@ impl Hold {
     }
 }
 
+/// What a swap recorded on its copy right before attaching it: when, and the desired capacity
+/// its attach produces (the desired it read, plus one); then how the swap nets that +1 out.
+///
+/// The swap decrements desired at the end only if desired is still exactly that: a scaling
+/// action or an operator that moved it meanwhile counted the copy in, and their value stands
+/// (both instances stay, the swap is [`Netting::Over`]). When the copy or the instance it
+/// replaces leaves by another path, the swap gives back its own +1 and no more, once the group
+/// has settled. Attaches of one group are netted out youngest first ([`Attached::younger`]), so
+/// that each finds desired where its own attach left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub at: Epoch,
+    pub desired: i32,
+    pub netting: Option<Netting>,
+}
+
+/// How a swap netted out its attach's +1, written right after the call that did it, so that a
+/// later delivery that finds the instance gone knows who removed it. (Written before, it would
+/// take an instance that left by itself after a failed call for removed. A crash between the
+/// call and the mark leaves none: the later delivery then finds desired one below what the
+/// attach made it, which reads as moved, and nets out nothing more.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Netting {
+    /// The replaced instance is retired through the group, decrementing.
+    Retire,
+    /// The copy is taken back out through the group.
+    RollBack,
+    /// Nothing left to net out: given back, both instances kept, or never attached.
+    Over,
+}
+
+impl Netting {
+    fn word(self) -> &'static str {
+        match self {
+            Netting::Retire => "retire",
+            Netting::RollBack => "roll-back",
+            Netting::Over => "over",
+        }
+    }
+}
+
+impl Attached {
+    pub fn parse(value: &str) -> Option<Attached> {
+        let mut words = value.split_whitespace();
+        let at = words.next()?.parse().ok()?;
+        let desired = words.next()?.parse().ok()?;
+        let netting = match words.next() {
+            None => None,
+            Some(w) => Some([Netting::Retire, Netting::RollBack, Netting::Over].into_iter().find(|n| n.word() == w)?),
+        };
+        words.next().is_none().then_some(Attached { at, desired, netting })
+    }
+
+    pub fn value(&self) -> String {
+        match self.netting {
+            Some(n) => format!("{} {} {}", self.at, self.desired, n.word()),
+            None => format!("{} {}", self.at, self.desired),
+        }
+    }
+
+    /// Whether `copy`'s attach to `group` still counts in its desired capacity: recorded, made
+    /// (the copy is a member, or died: a live copy outside the group was refused, or is still
+    /// to be attached), and not netted out (a retire or a roll-back is, once the instance it
+    /// removes is on its way out).
+    pub fn pending(copy: &Instance, group: &Group) -> bool {
+        let still_here = |id: &str| group.member(id).is_some_and(|m| !m.lifecycle.is_leaving());
+        match copy.attached().and_then(|r| r.netting) {
+            _ if copy.attached().is_none() => false,
+            None => group.member(&copy.id).is_some() || !copy.is_live(),
+            Some(Netting::Over) => false,
+            Some(Netting::Retire) => copy.tag(TAG_REPLACES).is_some_and(still_here),
+            Some(Netting::RollBack) => still_here(&copy.id),
+        }
+    }
+
+    /// The attaches of ours to `group`, younger than `copy`'s (by time, then id), still pending
+    /// (`copies`: our copies launched for the group, in any state), youngest first. Desired
+    /// capacity is then what `copy`'s attach made it plus one for each, unless someone else
+    /// moved it.
+    pub fn younger<'a>(copy: &Instance, copies: &'a [Instance], group: &Group) -> Vec<&'a Instance> {
+        let Some(mine) = copy.attached() else { return Vec::new() };
+        let mut younger: Vec<(Attached, &Instance)> = copies
+            .iter()
+            .filter(|c| Attached::pending(c, group))
+            .filter_map(|c| Some((c.attached()?, c)))
+            .filter(|(r, c)| (r.at, &c.id) > (mine.at, &copy.id))
+            .collect();
+        younger.sort_by(|(a, x), (b, y)| (b.at, &y.id).cmp(&(a.at, &x.id)));
+        younger.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Whether taking `copy` (or the instance it replaces) out of a group whose desired capacity
+    /// is `desired` should decrement: only if desired is still what the copy's attach made it (a
+    /// copy attached by an older version, without a record: as that version did).
+    pub fn decrements(copy: &Instance, desired: i32) -> bool {
+        copy.attached().is_none_or(|r| r.desired == desired)
+    }
+}
+
+/// What our swaps did to a group's MaxSize: `<from>:<to>`, it was `from` before the first raise
+/// and `to` is the value we set last; `<from>:<before>:<to>` while `before`, a value we set
+/// earlier, may still be in place (the tag is written before each change, so a crash can leave
+/// the change undone). A tag written by an older version holds `<from>` alone. MaxSize is given
+/// back only while it is still a value of ours: a value someone else set stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxRaise {
+    pub from: i32,
+    pub to: Option<i32>,
+    pub before: Option<i32>,
+}
+
+impl MaxRaise {
+    pub fn parse(value: &str) -> Option<MaxRaise> {
+        let numbers: Vec<i32> = value.trim().split(':').map(|n| n.trim().parse().ok()).collect::<Option<_>>()?;
+        match numbers[..] {
+            [from] => Some(MaxRaise { from, to: None, before: None }),
+            [from, to] => Some(MaxRaise { from, to: Some(to), before: None }),
+            [from, before, to] => Some(MaxRaise { from, to: Some(to), before: Some(before) }),
+            _ => None,
+        }
+    }
+
+    pub fn value(&self) -> String {
+        match (self.before, self.to) {
+            (Some(before), Some(to)) => format!("{}:{before}:{to}", self.from),
+            (_, Some(to)) => format!("{}:{to}", self.from),
+            _ => self.from.to_string(),
+        }
+    }
+
+    /// Whether MaxSize `max` is a value of ours (an older version's tag: any).
+    pub fn ours(&self, max: i32) -> bool {
+        self.to.is_none_or(|t| t == max) || self.before == Some(max)
+    }
+
+    /// The record to write before setting MaxSize, now `max`, to `to`: a value of ours in place
+    /// keeps `from`; otherwise `max` (someone else's value) is the new base.
+    pub fn next(previous: Option<MaxRaise>, max: i32, to: i32) -> MaxRaise {
+        match previous {
+            Some(r) if r.ours(max) => {
+                MaxRaise { from: r.from, to: Some(to), before: Some(max).filter(|m| *m != r.from) }
+            }
+            _ => MaxRaise { from: max, to: Some(to), before: None },
+        }
+    }
+}
+
 /// A launch template version as DescribeLaunchTemplateVersions reports it: what a group whose
 /// template names it (directly, or through `$Latest` / `$Default`) launches now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -321,6 +491,16 @@ pub struct TemplateVersion {
     /// The AMI, with a `resolve:ssm:` parameter resolved.
     pub image_id: Option<String>,
     pub instance_type: Option<String>,
+}
+
+/// A group's lifecycle hook, by the transition it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `autoscaling:EC2_INSTANCE_LAUNCHING`: runs for instances the group launches, never for
+    /// attached ones.
+    Launching,
+    /// `autoscaling:EC2_INSTANCE_TERMINATING`: runs for TerminateInstanceInAutoScalingGroup.
+    Terminating,
 }
 
 /// Readiness of an instance from DescribeInstanceStatus.
@@ -383,8 +563,31 @@ pub struct Launch {
     pub instance_types: Vec<String>,
     pub subnet_id: String,
     pub tags: Vec<(String, String)>,
-    /// Derived from the work item, so a redelivered message cannot launch a second instance.
+    /// Derived from the work item and the request (see [`Launch::token`]), so a redelivered
+    /// message cannot launch a second instance.
     pub client_token: String,
+}
+
+impl Launch {
+    /// The ClientToken for this request on behalf of `work` (the work item's own token): the
+    /// same request retried gets the same token, and EC2 answers with the instance it launched
+    /// the first time; a different request for the same item (other pools, another market, once
+    /// backoffs have changed) gets another, which EC2 would otherwise refuse for good with
+    /// `IdempotentParameterMismatch`. At most 64 ASCII characters for a `work` of at most 55.
+    pub fn token(&self, work: &str) -> String {
+        // FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+        let request = format!(
+            "{}|{}|{}|{}|{}",
+            self.market.as_str(),
+            self.template_id,
+            self.template_version,
+            self.instance_types.join(","),
+            self.subnet_id
+        );
+        let hash =
+            request.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("{work}-{:08x}", hash as u32)
+    }
 }
 
 /// What CreateFleet gave back.
@@ -518,6 +721,93 @@ mod tests {
         assert!(!group(Lifecycle::Detaching).replaced_still_here(&copy));
         assert!(!Group::default().replaced_still_here(&copy));
         assert!(!group(Lifecycle::InService).replaced_still_here(&Instance::default()));
+    }
+
+    #[test]
+    fn attach_and_max_size_records_read_back_and_refuse_garbage() {
+        for netting in [None, Some(Netting::Retire), Some(Netting::RollBack), Some(Netting::Over)] {
+            let a = Attached { at: 1_800_000_000, desired: 6, netting };
+            assert_eq!(Attached::parse(&a.value()), Some(a));
+        }
+        for bad in ["", "1800000000", "x 6", "1800000000 six", "1800000000 6 gone", "1800000000 6 over 7"] {
+            assert_eq!(Attached::parse(bad), None, "{bad:?}");
+        }
+        // Youngest first, among the attaches still pending in the group.
+        let copy = |id: &str, replaces: &str, record: Option<&str>| Instance {
+            id: id.into(),
+            tags: [(TAG_REPLACES.to_string(), replaces.to_string())]
+                .into_iter()
+                .chain(record.map(|r| (TAG_ATTACHED.to_string(), r.to_string())))
+                .collect(),
+            ..Default::default()
+        };
+        let copies = [
+            copy("i-a", "i-1", Some("100 4")),
+            copy("i-b", "i-2", Some("200 5")),
+            copy("i-c", "i-3", Some("300 6 over")),
+            copy("i-d", "i-4", Some("100 5")), // same second as i-a: the id orders them
+            copy("i-e", "i-5", None),          // launched, not attached yet
+            copy("i-f", "i-6", Some("400 6 retire")), // i-6 still here: the retire is to come
+            copy("i-g", "i-7", Some("500 6 retire")), // i-7 gone: netted out
+            copy("i-h", "i-8", Some("600 6 roll-back")), // i-h gone: netted out
+        ];
+        let member = |id: &str| Member { id: id.into(), lifecycle: Lifecycle::InService, ..Default::default() };
+        let group = Group { members: ["i-a", "i-b", "i-d", "i-f", "i-6"].map(member).to_vec(), ..Default::default() };
+        let younger = |c: &Instance| -> Vec<String> {
+            Attached::younger(c, &copies, &group).into_iter().map(|y| y.id.clone()).collect()
+        };
+        assert_eq!(younger(&copies[0]), ["i-f", "i-b", "i-d"]);
+        assert_eq!(younger(&copies[5]), Vec::<String>::new(), "i-g and i-h are netted out");
+        assert_eq!(younger(&copies[4]), Vec::<String>::new(), "no record: nothing to order");
+        let pending: Vec<&str> =
+            copies.iter().filter(|c| Attached::pending(c, &group)).map(|c| c.id.as_str()).collect();
+        assert_eq!(pending, ["i-a", "i-b", "i-d", "i-f"]);
+        assert_eq!(MaxRaise::parse("5:7"), Some(MaxRaise { from: 5, to: Some(7), before: None }));
+        assert_eq!(MaxRaise::parse("5:6:7"), Some(MaxRaise { from: 5, to: Some(7), before: Some(6) }));
+        assert_eq!(MaxRaise::parse("5"), Some(MaxRaise { from: 5, to: None, before: None }), "an older version's tag");
+        for bad in ["five", "5:", "5:6:7:8", ""] {
+            assert_eq!(MaxRaise::parse(bad), None, "{bad:?}");
+        }
+        // (previous record, MaxSize now, set to) -> record
+        let cases = [
+            (None, 5, 6, "5:6"),
+            (Some("5:6"), 6, 7, "5:6:7"),   // our raise in place: a second raise keeps from
+            (Some("5:6:7"), 6, 7, "5:6:7"), // the second raise never happened (a crash): 6 is ours
+            (Some("5:6:7"), 7, 8, "5:7:8"),
+            (Some("5:6"), 5, 6, "5:6"), // the first raise never happened
+            (Some("5:6"), 8, 9, "8:9"), // someone set 8 meanwhile: their value is the new base
+            (Some("5:6:7"), 8, 9, "8:9"),
+            (Some("5"), 6, 7, "5:6:7"),
+            (Some("5:7"), 7, 6, "5:7:6"), // a partial give-back
+        ];
+        for (previous, max, to, want) in cases {
+            let got = MaxRaise::next(previous.and_then(MaxRaise::parse), max, to).value();
+            assert_eq!(got, want, "{previous:?} {max} {to}");
+        }
+    }
+
+    #[test]
+    fn a_launch_token_changes_with_the_request_and_only_with_it() {
+        let launch = Launch {
+            market: Market::Spot,
+            template_id: "lt-0123".into(),
+            template_version: "3".into(),
+            instance_types: vec!["m5.large".into(), "m5a.large".into()],
+            subnet_id: "subnet-1".into(),
+            tags: vec![],
+            client_token: String::new(),
+        };
+        let work = "aso-i-0123456789abcdef0-1800000000";
+        assert_eq!(launch.token(work), launch.token(work), "a retry gets the same token");
+        assert_eq!(launch.token(work), Launch { tags: vec![("a".into(), "b".into())], ..launch.clone() }.token(work));
+        assert_eq!(launch.token(work).len(), work.len() + 9);
+        for other in [
+            Launch { instance_types: vec!["m5.large".into()], ..launch.clone() },
+            Launch { market: Market::OnDemand, ..launch.clone() },
+            Launch { subnet_id: "subnet-2".into(), ..launch.clone() },
+        ] {
+            assert_ne!(launch.token(work), other.token(work), "{other:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::domain::drift::{drift, TAG_ROLLOUT_PAUSED};
 use crate::domain::model::{
     rfc3339, Epoch, Group, Hold, Instance, InstanceState, Lifecycle, Market, TemplateVersion, TAG_REPLACES,
 };
-use crate::domain::policy::{floor_moves, Mode, Policy, TAG_MODE};
+use crate::domain::policy::{floor_moves, Mode, Policy, TAG_LAUNCH_HOOKS, TAG_MODE};
 use crate::domain::pools::{spot_choices, ALL_POOLS};
 use crate::domain::state::GroupState;
 
@@ -37,6 +37,9 @@ pub struct ScanInput {
     pub current: BTreeMap<String, TemplateVersion>,
     /// On-Demand instances that Reserved Instances pay for: kept On-Demand.
     pub reserved: BTreeSet<String>,
+    /// Groups with a launch lifecycle hook, which an attached copy would skip: left alone
+    /// (unless their policy ignores launch hooks). Read only for groups with work to start.
+    pub launch_hooked: BTreeSet<String>,
     pub now: Epoch,
     /// The configured policy every group starts from.
     pub defaults: Policy,
@@ -91,6 +94,10 @@ pub struct GroupPlan {
     pub held_back: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Swaps under way, by copy: what each waits on (`status checks` before its attach, then
+    /// `InService`, then `load balancer health` where the group has load balancers).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
@@ -100,7 +107,7 @@ pub fn plan_groups(input: &ScanInput) -> Vec<GroupPlan> {
     let details: BTreeMap<&str, &Instance> = input.instances.iter().map(|i| (i.id.as_str(), i)).collect();
     // Replaced instance id -> the live copies of ours that replace it.
     let mut replacing: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
-    for s in input.spots.iter().filter(|s| s.is_live()) {
+    for s in input.spots.iter().filter(|s| s.is_live() && !s.swap_over()) {
         if let Some(old) = s.tag(TAG_REPLACES) {
             replacing.entry(old).or_default().push(s);
         }
@@ -128,6 +135,17 @@ fn plan_group(
         notes: state.notes.clone(),
         ..Default::default()
     };
+    let balanced = !(g.target_groups.is_empty() && g.load_balancers.is_empty());
+    for copy in input.spots.iter().filter(|s| s.is_live() && s.tag(crate::domain::model::TAG_GROUP) == Some(&g.name)) {
+        let gate = match g.member(&copy.id) {
+            None => "status checks",
+            Some(_) if !g.replaced_still_here(copy) => continue,
+            Some(m) if m.lifecycle != Lifecycle::InService => "InService",
+            Some(_) if balanced => "load balancer health",
+            Some(_) => "the retire",
+        };
+        plan.waiting.insert(copy.id.clone(), gate.to_string());
+    }
     let current = input.current.get(&g.name);
     // Outdated instances this scan may roll out (none when the group's rollout is disabled).
     let mut rolling: BTreeSet<&str> = BTreeSet::new();
@@ -196,6 +214,13 @@ fn plan_group(
     }
     if let Some(reason) = g.unsupported() {
         plan.skipped = Some(reason);
+        return plan;
+    }
+    if input.launch_hooked.contains(&g.name) && !policy.ignore_launch_hooks {
+        plan.skipped = Some(format!(
+            "has a launch lifecycle hook, which an attached copy would skip; tag {TAG_LAUNCH_HOOKS}=ignore \
+             if it does nothing a copy needs"
+        ));
         return plan;
     }
     let serving = g.members.iter().filter(|m| matches!(m.lifecycle, Lifecycle::InService | Lifecycle::Standby)).count();

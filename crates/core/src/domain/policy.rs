@@ -21,6 +21,11 @@ pub const TAG_DENIED_TYPES: &str = "asg-optimiser:denied-types";
 pub const TAG_ROLLOUT: &str = "asg-optimiser:rollout";
 /// Rollout replacements in flight at once: a count or a share of desired capacity.
 pub const TAG_ROLLOUT_MAX_IN_FLIGHT: &str = "asg-optimiser:rollout-max-in-flight";
+/// Seconds an attached copy has to become healthy behind the group's load balancers.
+pub const TAG_HEALTHY_DEADLINE: &str = "asg-optimiser:healthy-deadline";
+/// `respect` (default): a group with a launch lifecycle hook gets no copies (an attached
+/// instance skips it); `ignore`: the hook does nothing a copy needs.
+pub const TAG_LAUNCH_HOOKS: &str = "asg-optimiser:launch-hooks";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -69,6 +74,11 @@ pub struct Policy {
     /// Roll instances of an outdated configuration to the current one.
     pub rollout: bool,
     pub rollout_in_flight: InFlight,
+    /// How long after its attach a copy may take to become healthy in every load balancer of
+    /// the group, in seconds.
+    pub healthy_deadline: i64,
+    /// Copies are attached to groups whose launch hooks they skip.
+    pub ignore_launch_hooks: bool,
 }
 
 impl Default for Policy {
@@ -82,6 +92,8 @@ impl Default for Policy {
             denied_types: Vec::new(),
             rollout: true,
             rollout_in_flight: InFlight::Percent(10),
+            healthy_deadline: 600,
+            ignore_launch_hooks: false,
         }
     }
 }
@@ -100,6 +112,15 @@ pub fn parse_switch(raw: &str) -> Option<bool> {
     match raw {
         "enabled" | "true" => Some(true),
         "disabled" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// `respect` or `ignore` (launch lifecycle hooks): whether copies may skip them.
+pub fn parse_launch_hooks(raw: &str) -> Option<bool> {
+    match raw {
+        "respect" => Some(false),
+        "ignore" => Some(true),
         _ => None,
     }
 }
@@ -153,6 +174,18 @@ impl Policy {
         });
         read(TAG_ROLLOUT, &mut |raw| {
             p.rollout = parse_switch(raw).ok_or("is not enabled or disabled")?;
+            Ok(())
+        });
+        read(TAG_HEALTHY_DEADLINE, &mut |raw| {
+            p.healthy_deadline = raw
+                .parse()
+                .ok()
+                .filter(|s| (1..=86_400).contains(s))
+                .ok_or("is not a number of seconds from 1 to 86400")?;
+            Ok(())
+        });
+        read(TAG_LAUNCH_HOOKS, &mut |raw| {
+            p.ignore_launch_hooks = parse_launch_hooks(raw).ok_or("is not respect or ignore")?;
             Ok(())
         });
         read(TAG_ROLLOUT_MAX_IN_FLIGHT, &mut |raw| {
@@ -251,6 +284,10 @@ mod tests {
             (&[(TAG_ROLLOUT, "off")], |p| p.rollout, 1),
             (&[(TAG_ROLLOUT_MAX_IN_FLIGHT, "2")], |p| p.rollout_in_flight == InFlight::Count(2), 0),
             (&[(TAG_ROLLOUT_MAX_IN_FLIGHT, "200%")], |p| p.rollout_in_flight == InFlight::Percent(10), 1),
+            (&[(TAG_HEALTHY_DEADLINE, "900")], |p| p.healthy_deadline == 900, 0),
+            (&[(TAG_HEALTHY_DEADLINE, "0")], |p| p.healthy_deadline == 600, 1),
+            (&[(TAG_LAUNCH_HOOKS, "ignore")], |p| p.ignore_launch_hooks, 0),
+            (&[(TAG_LAUNCH_HOOKS, "skip")], |p| !p.ignore_launch_hooks, 1),
             // One bad tag does not spoil the good ones.
             (&[(TAG_MODE, "x"), (TAG_MIN_ON_DEMAND, "2")], |p| p.min_on_demand == 2 && p.mode == Mode::Enabled, 1),
         ];

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::drift::{RolloutPause, TAG_ROLLOUT_PAUSED};
-use crate::domain::model::{Epoch, Group, Tags, TemplateVersion, TAG_ORIGINAL_MAX, TAG_SWAP_UNDER_WAY};
+use crate::domain::model::{Epoch, Group, MaxRaise, Tags, TemplateVersion, TAG_ORIGINAL_MAX, TAG_SWAP_UNDER_WAY};
 use crate::domain::policy::Policy;
 use crate::domain::pools::Backoffs;
 
@@ -15,9 +15,9 @@ pub struct GroupState {
     pub policy: Policy,
     pub backoffs: Backoffs,
     pub rollout_pause: Option<RolloutPause>,
-    /// The MaxSize before a swap raised it: `Err(raw)` when the tag cannot be read (then it is
-    /// left alone, with a note).
-    pub original_max: Option<Result<i32, String>>,
+    /// What our swaps did to MaxSize: `Err(raw)` when the tag cannot be read (then it is left
+    /// alone, with a note).
+    pub original_max: Option<Result<MaxRaise, String>>,
     /// [`TAG_SWAP_UNDER_WAY`] is on the group.
     pub swap_marked: bool,
     /// One per tag of ours that could not be read; the default applies in its place.
@@ -30,8 +30,8 @@ impl GroupState {
         let (backoffs, backoff_notes) = Backoffs::from_tags(tags);
         notes.extend(backoff_notes);
         let original_max = tags.get(TAG_ORIGINAL_MAX).map(|raw| {
-            raw.trim().parse::<i32>().map_err(|_| {
-                notes.push(format!("tag {TAG_ORIGINAL_MAX}={raw:?} is not a number; MaxSize left alone"));
+            MaxRaise::parse(raw).ok_or_else(|| {
+                notes.push(format!("tag {TAG_ORIGINAL_MAX}={raw:?} is not <from>:<to>; MaxSize left alone"));
                 raw.clone()
             })
         });
@@ -87,7 +87,7 @@ mod tests {
         assert_eq!(s.policy.mode, Mode::DryRun);
         assert_eq!(s.backoffs.until("eu-west-1a", "m5.large", 10), Some(100));
         assert_eq!(s.paused_since(&current), Some(50));
-        assert_eq!(s.original_max, Some(Ok(4)));
+        assert_eq!(s.original_max, Some(Ok(MaxRaise { from: 4, to: None, before: None })));
         assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
 
         let s = GroupState::read(&tags(&[(TAG_ORIGINAL_MAX, "four"), (TAG_MODE, "sometimes")]), &Policy::default());

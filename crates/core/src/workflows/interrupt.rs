@@ -4,20 +4,26 @@
 //! instance dies: through TerminateInstanceInAutoScalingGroup without decrementing when the group
 //! has a termination lifecycle hook (so draining runs), else by detaching it without
 //! decrementing (load balancers drain it); the next scan terminates the detached instance, if
-//! EC2 has not reclaimed it first. A copy whose swap is not finished is undone instead: if not
-//! attached yet it is terminated, if attached while the instance it replaces is still there it
-//! is terminated through the group, decrementing, so the group ends as it began.
+//! EC2 has not reclaimed it first. On a rebalance recommendation with `RebalanceAction=replace`
+//! it launches before it removes: the instance is claimed and replaced through the normal swap
+//! (a Spot copy from a pool not backed off, or an On-Demand one when none is left). A copy whose
+//! swap is not finished is undone instead: if not attached yet it is terminated, if attached
+//! while the instance it replaces is still there it is terminated through the group,
+//! decrementing if desired is still what its attach made it, so the group ends as it began.
 
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::actions::{back_off, read_group};
-use crate::cloud::{Cloud, InstanceQuery, ANY_STATE};
+use crate::actions::{back_off, mark, read_group};
+use crate::cloud::{Cloud, InstanceQuery, Outgoing, ANY_STATE, LIVE};
 use crate::config::{Config, RebalanceAction};
-use crate::domain::model::{Epoch, TAG_GROUP, TAG_REPLACES};
+use crate::domain::model::{
+    Attached, Epoch, Group, Hold, Hook, Instance, Market, Netting, Tags, TAG_GROUP, TAG_HOLD, TAG_REPLACES,
+};
 use crate::domain::policy::Mode;
 use crate::domain::state::GroupState;
 use crate::error::AwsError;
+use crate::message::{to_body, SpotRequest};
 use crate::metrics::{self, Metrics};
 
 pub const WARNING: &str = "EC2 Spot Instance Interruption Warning";
@@ -79,8 +85,7 @@ pub async fn handle<C: Cloud>(
             && group.member(&id).is_some_and(|m| !m.lifecycle.is_leaving())
             && group.replaced_still_here(&instance)
         {
-            let decrement = group.desired > group.min;
-            cloud.terminate_in_group(&id, decrement).await?;
+            undo(cloud, &instance, &group).await?;
             let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
             warn!(asg = %group.name, new = %id, "{group_name} was opted out mid-swap: rolled back, {replaced} kept");
             return Ok(format!(
@@ -122,10 +127,16 @@ pub async fn handle<C: Cloud>(
     }
     let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
     let swap_unfinished = group.replaced_still_here(&instance);
+    let serving = group.member(&id).is_some_and(|m| !m.lifecycle.is_leaving());
+    if signal == Signal::Rebalance && serving && !swap_unfinished {
+        return replace_before_removing(cloud, config, &group, &instance, now).await;
+    }
     let done = match group.member(&id) {
         // Launched but not attached yet: terminate it now, so the swapper cannot attach an
         // instance about to be reclaimed; the instance it was to replace stays.
         None if swap_unfinished => {
+            // (Its attach may have been recorded already: that attach never happens.)
+            mark(cloud, &instance, Some(Netting::Over)).await?;
             cloud.terminate(std::slice::from_ref(&id)).await?;
             format!("{id} was not attached yet: terminated, {replaced} kept")
         }
@@ -137,12 +148,11 @@ pub async fn handle<C: Cloud>(
         // Attached while the instance it replaces is still there: undo the attach, as the
         // swapper's roll-back does, so desired capacity ends where it began.
         Some(_) if swap_unfinished => {
-            let decrement = group.desired > group.min;
-            cloud.terminate_in_group(&id, decrement).await?;
+            undo(cloud, &instance, &group).await?;
             format!("{id} was attached but its swap unfinished: rolled back, {replaced} kept")
         }
         // Desired capacity stays: the group launches a replacement from its launch template now.
-        Some(_) if cloud.has_termination_hook(&group.name).await? => {
+        Some(_) if cloud.lifecycle_hooks(&group.name).await?.contains(&Hook::Terminating) => {
             cloud.terminate_in_group(&id, false).await?;
             format!("{id} terminated through {group_name} (termination hook runs); the group replaces it now")
         }
@@ -154,6 +164,59 @@ pub async fn handle<C: Cloud>(
     metrics.incr(metrics::INTERRUPTIONS_HANDLED);
     warn!(asg = %group.name, new = %id, pool = %pool, signal = ?signal, "{done}");
     Ok(done)
+}
+
+/// Takes back out an attached copy whose swap is unfinished, as the swapper's roll-back does:
+/// decrementing only if desired is still what its attach made it, and never below MinSize.
+/// With a younger attach of ours in the group not netted out yet, it cannot tell (attaches are
+/// netted youngest first, see [`Attached::younger`]) and there is no time to wait: the copy goes
+/// without a decrement, and its swap gives back the +1 later, in turn.
+async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group) -> Result<(), AwsError> {
+    let query = InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) };
+    let copies = cloud.instances(&query, ANY_STATE).await?;
+    if !Attached::younger(copy, &copies, group).is_empty() {
+        return cloud.terminate_in_group(&copy.id, false).await;
+    }
+    let decrement = Attached::decrements(copy, group.desired) && group.desired > group.min;
+    cloud.terminate_in_group(&copy.id, decrement).await?;
+    // After, as the swapper's roll-back does: the copy is reclaimed by EC2 soon anyway.
+    if let Err(e) = mark(cloud, copy, Some(Netting::RollBack)).await {
+        warn!(error = %e, "could not record the roll-back on the copy; its swap reads desired instead");
+    }
+    Ok(())
+}
+
+/// A rebalance recommendation with `RebalanceAction=replace`: claim the instance and have the
+/// spot-creator replace it through the normal swap, its old instance leaving only once the copy
+/// serves. Nothing is started twice: an instance claimed already, or with a copy on its way, is
+/// left to that replacement.
+async fn replace_before_removing<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    group: &Group,
+    instance: &Instance,
+    now: Epoch,
+) -> Result<String, AwsError> {
+    let id = &instance.id;
+    if instance.hold().is_some_and(|h| h.until() > now) {
+        return Ok(format!("rebalance recommendation: {id} is claimed or set aside already"));
+    }
+    let copies =
+        cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: Some(id.clone()) }, LIVE).await?;
+    if copies.iter().any(|c| !c.swap_over()) {
+        return Ok(format!("rebalance recommendation: a copy of {id} is on its way already"));
+    }
+    let claim = now + config.claim_ttl;
+    let hold = Hold::Claim { until: claim, same_market: true };
+    cloud.tag_instances(std::slice::from_ref(id), &Tags::from([(TAG_HOLD.to_string(), hold.value())])).await?;
+    let request = SpotRequest { rebalance: true, ..SpotRequest::new(&group.name, id, Market::Spot, claim) };
+    let message =
+        Outgoing { body: to_body(&request), delay_seconds: 0, group_id: Some(id.clone()), dedup_id: Some(id.clone()) };
+    if cloud.send(&config.spot_queue_url, vec![message]).await? > 0 {
+        return Err(AwsError::unanswered("sqs:SendMessageBatch", format!("the replacement of {id} was not accepted")));
+    }
+    warn!(asg = %group.name, new = %id, "rebalance recommendation: replacing it before it goes");
+    Ok(format!("rebalance recommendation: {id} claimed and enqueued for replacement; it leaves once its copy serves"))
 }
 
 #[cfg(test)]

@@ -72,13 +72,16 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         Ok(found) => found,
         Err(e) => return on_error("could not look for an existing copy", e),
     };
+    // (A rebalance replacement may have fallen back to On-Demand.)
     if let Some(copy) = existing
         .iter()
-        .filter(|s| Market::of(s) == market && s.tag(TAG_GROUP) == Some(group_name))
+        .filter(|s| (req.rebalance || Market::of(s) == market) && s.tag(TAG_GROUP) == Some(group_name))
+        .filter(|s| !s.swap_over())
         .min_by(|a, b| a.id.cmp(&b.id))
     {
         info!(asg = %group_name, old = %old_id, new = %copy.id, "copy already launched; re-sending the swap");
-        return send_swap(cloud, config, req, &copy.id, copy.launch_time, "copy already launched").await;
+        let copy_market = Market::of(copy);
+        return send_swap(cloud, config, req, &copy.id, copy_market, copy.launch_time, "copy already launched").await;
     }
 
     let old = match cloud.instances(&InstanceQuery::Ids(vec![old_id.into()]), NOT_TERMINATED).await {
@@ -134,10 +137,13 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             rfc3339(since)
         ));
     }
-    if same_market && !policy.rollout {
+    // A rollout replaces an instance in its own market only while it is outdated; a rebalance
+    // recommendation, whatever it runs.
+    let rollout = same_market && !req.rebalance;
+    if rollout && !policy.rollout {
         return Outcome::Dropped(format!("the rollout of {group_name} is disabled; {old_id} kept"));
     }
-    if same_market && current.as_ref().and_then(|c| drift(&old, c)).is_none() {
+    if rollout && current.as_ref().and_then(|c| drift(&old, c)).is_none() {
         return Outcome::Dropped(format!(
             "{old_id} is already {} and runs the group's current configuration",
             market.as_str()
@@ -158,10 +164,16 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
         .filter(|_| market == Market::OnDemand || old.spot)
         .and_then(|c| c.instance_type.clone())
         .unwrap_or_else(|| old.instance_type.clone());
-    let instance_types = match market {
-        Market::OnDemand => vec![base_type],
+    let (market, instance_types) = match market {
+        Market::OnDemand => (market, vec![base_type]),
         Market::Spot => match spot_types(cloud, config, &state, &base_type, &az, now).await {
-            Ok(Ok(types)) => types,
+            Ok(Ok(types)) => (market, types),
+            // The instance is at risk where it is: an On-Demand copy rather than none.
+            Ok(Err(why)) if req.rebalance => {
+                metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
+                warn!(asg = %group_name, old = %old_id, reason = %why, "no Spot pool for a rebalance replacement; an On-Demand copy");
+                (Market::OnDemand, vec![base_type])
+            }
             Ok(Err(why)) => {
                 metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
                 warn!(asg = %group_name, old = %old_id, reason = %why, "no Spot pool to try; keeping the instance");
@@ -175,15 +187,16 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     if dropped_tags > 0 {
         warn!(asg = %group_name, old = %old_id, dropped_tags, "instance has too many tags; some were not copied");
     }
-    let launch = Launch {
+    let mut launch = Launch {
         market,
         template_id,
         template_version,
         instance_types,
         subnet_id: subnet,
         tags,
-        client_token: req.client_token(),
+        client_token: String::new(),
     };
+    launch.client_token = launch.token(&req.client_token());
     let pools = format!("{} in {az}", launch.instance_types.join(","));
     match cloud.launch(&launch).await {
         Ok(LaunchResult::Launched { instance_id, instance_type, empty_pools }) => {
@@ -193,7 +206,7 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
             if !empty_pools.is_empty() {
                 back_off(cloud, config, metrics, group_name, &state.backoffs, &az, &empty_pools, now).await;
             }
-            send_swap(cloud, config, req, &instance_id, now, "copy launched").await
+            send_swap(cloud, config, req, &instance_id, market, now, "copy launched").await
         }
         Ok(LaunchResult::NoCapacity { code, message }) => {
             metrics.incr(metrics::FALLBACKS_TO_ON_DEMAND);
@@ -228,15 +241,17 @@ async fn spot_types<C: Cloud>(
     Ok(spot_choices(base_type, &compatible, &state.policy, &state.backoffs, az, now))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_swap<C: Cloud>(
     cloud: &C,
     config: &Config,
     req: &SpotRequest,
     new: &str,
+    market: Market,
     launched: Epoch,
     what: &str,
 ) -> Outcome {
-    let swap = SwapRequest { launched: Some(launched), ..SwapRequest::new(&req.group, &req.replace, new, req.market) };
+    let swap = SwapRequest { launched: Some(launched), ..SwapRequest::new(&req.group, &req.replace, new, market) };
     match send_swaps(cloud, config, &[swap], config.ready_delay).await {
         Ok(0) => Outcome::Done(format!("{what}: {new}; swap enqueued")),
         Ok(_) => Outcome::Retry(format!("{what}: {new}; the swap message was not accepted")),

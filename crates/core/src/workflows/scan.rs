@@ -11,8 +11,8 @@ use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINA
 use crate::config::Config;
 use crate::domain::housekeeping::{busy, housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
-    Epoch, Group, Hold, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES,
-    TAG_SWAP_UNDER_WAY,
+    Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX,
+    TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::{managed_spots, plan_groups, GroupPlan, ScanInput};
 use crate::domain::policy::Mode;
@@ -101,7 +101,7 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     let compatible = compatible_types(cloud, config, &opted_in, &states, &instances, now, &mut notes).await;
     let current = current_templates(cloud, &opted_in, &mut notes).await;
     let coverage = reserved_coverage(cloud, config, &opted_in, &states, &instances, &mut notes).await;
-    let input = ScanInput {
+    let mut input = ScanInput {
         reserved: coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
         opted_in,
         raised,
@@ -113,8 +113,36 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
         now,
         defaults: config.policy.clone(),
         orphan_deadline: config.orphan_deadline,
+        launch_hooked: BTreeSet::new(),
     };
-    let groups = plan_groups(&input);
+    let mut groups = plan_groups(&input);
+    // A group with a launch hook gets no copy (an attached instance skips it): its hooks are
+    // read only when it has work to start, and then it is planned again knowing them.
+    let to_look: Vec<&str> = groups
+        .iter()
+        .filter(|g| {
+            g.mode == Mode::Enabled && !(g.candidates.is_empty() && g.to_on_demand.is_empty() && g.rollout.is_empty())
+        })
+        .filter(|g| !input.state(&g.name).policy.ignore_launch_hooks)
+        .map(|g| g.name.as_str())
+        .collect();
+    for group in to_look {
+        match cloud.lifecycle_hooks(group).await {
+            Ok(hooks) if hooks.contains(&Hook::Launching) => {
+                input.launch_hooked.insert(group.to_string());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Without the answer, the group waits for the next scan rather than risk it.
+                warn!(asg = %group, code = e.code(), error = %e, "could not read lifecycle hooks; no replacement this scan");
+                notes.push(format!("group {group}: no replacement this scan: could not read its lifecycle hooks: {e}"));
+                input.launch_hooked.insert(group.to_string());
+            }
+        }
+    }
+    if !input.launch_hooked.is_empty() {
+        groups = plan_groups(&input);
+    }
     let chores = housekeeping(&input);
     let managed = managed_spots(&input);
 
@@ -420,11 +448,28 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
         let hold = Hold::Claim { until: claim, same_market: *same_market };
         claims.entry(hold.value()).or_default().push(id.to_string());
     }
+    let mut unclaimed: BTreeSet<String> = BTreeSet::new();
     for (value, ids) in claims {
         let tags = BTreeMap::from([(TAG_HOLD.to_string(), value)]);
-        if let Err(e) = cloud.tag_instances(&ids, &tags).await {
-            return failed(summary, "could not claim candidates; none enqueued", &e);
+        match cloud.tag_instances(&ids, &tags).await {
+            Ok(()) => {}
+            Err(e) if e.transient => return failed(summary, "could not claim candidates; none enqueued", &e),
+            // One instance that cannot take the tag (50 tags already, gone since) fails the
+            // whole call: claim them one by one, and leave out only those that refuse.
+            Err(_) => {
+                for id in ids {
+                    if let Err(e) = cloud.tag_instances(std::slice::from_ref(&id), &tags).await {
+                        warn!(old = %id, code = e.code(), error = %e, "could not claim the instance; not replaced this scan");
+                        summary.notes.push(format!("{id} not replaced this scan: it cannot be claimed: {e}"));
+                        unclaimed.insert(id);
+                    }
+                }
+            }
         }
+    }
+    picks.retain(|(_, id, _, _)| !unclaimed.contains(*id));
+    if picks.is_empty() {
+        return;
     }
     let messages = picks
         .iter()

@@ -1,21 +1,30 @@
 //! The swapper's work on one message: swap a copy (Spot, or On-Demand for the floor) in for the
-//! instance it replaces. Each step re-reads what it depends on, so the message can
-//! be delivered any number of times, or resumed after a crash, and do each change once:
-//! verify -> wait for readiness (by re-enqueueing, never sleeping) -> make room -> attach ->
-//! confirm InService -> retire the replaced instance through the group -> put MaxSize back.
+//! instance it replaces. Each step re-reads what it depends on, so the message can be delivered
+//! any number of times, or resumed after a crash, and do each change once:
+//! verify -> wait for readiness (by re-enqueueing, never sleeping) -> make room -> record the
+//! attach on the copy -> attach -> wait until it is InService and healthy behind every load
+//! balancer of the group -> retire the replaced instance through the group -> put MaxSize back.
+//!
+//! Desired capacity: the copy records the desired capacity its attach produces. The retire
+//! decrements only if desired is still exactly that (a scaling action or an operator that moved it
+//! meanwhile keeps their value, and the group launches what it asks for); when the copy or the
+//! instance it replaces leaves by another path, the swap gives back its own +1, once the group has
+//! settled, and nothing else.
 
 use tracing::{info, warn};
 
-use crate::actions::{current_template, on_error, paused, put_max_back, read_group, record_ids, send_swaps, set_aside};
+use crate::actions::{
+    current_template, mark, on_error, paused, put_max_back, read_group, record_ids, send_swaps, set_aside,
+};
 use crate::cloud::{Cloud, InstanceQuery, ANY_STATE, LIVE};
 use crate::config::Config;
 use crate::domain::drift::{drift, fingerprint, pause_value, TAG_ROLLOUT_PAUSED};
 use crate::domain::housekeeping::busy;
 use crate::domain::model::{
-    Epoch, Group, Health, Instance, Lifecycle, Market, Tags, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
-    TAG_SWAP_UNDER_WAY,
+    Attached, Epoch, Group, Health, Hook, Instance, Lifecycle, Market, MaxRaise, Netting, Tags, TAG_ATTACHED,
+    TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
-use crate::domain::policy::Mode;
+use crate::domain::policy::{Mode, Policy};
 use crate::domain::state::GroupState;
 use crate::message::{Outcome, SwapRequest};
 use crate::metrics::{self, Metrics};
@@ -33,6 +42,10 @@ fn not_ready(id: &str, h: &Health) -> String {
     format!("{id} has not passed its status checks (state {}, system {}, instance {})", h.state, h.system, h.instance)
 }
 
+/// Target-group states and Classic Load Balancer states that mean the copy serves.
+const HEALTHY: &str = "healthy";
+const IN_SERVICE: &str = "InService";
+
 struct Swap<'a, C> {
     cloud: &'a C,
     config: &'a Config,
@@ -44,14 +57,26 @@ struct Swap<'a, C> {
 impl<C: Cloud> Swap<'_, C> {
     async fn run(&self) -> Outcome {
         let SwapRequest { group: group_name, old: od, new: spot_id, market, .. } = self.req;
-        // While the copy only waits for its status checks (and its deadline is not near), its
-        // status is all there is to read; everything else is read once it is ready, before any
-        // change. A forged message gains nothing here: this reads, and re-sends itself.
+        // While the copy only waits (for its status checks, or to become healthy behind the load
+        // balancers) and its deadline is not near, that is all there is to read; everything else
+        // is read before any change. A forged message gains nothing here: this reads, and
+        // re-sends itself.
         let mut checked = None;
-        if self.req.launched.is_some_and(|t| self.now < t + self.config.ready_deadline) {
+        let mut healthy_behind = None;
+        if self.req.healthy_by.is_some_and(|t| self.now < t) {
+            let copy = std::slice::from_ref(spot_id);
+            match self.unhealthy(&self.req.target_groups, &self.req.load_balancers, copy).await {
+                Ok(Some(why)) => return self.later(&why, self.req).await,
+                Ok(None) => healthy_behind = Some((&self.req.target_groups, &self.req.load_balancers)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return on_error("could not read the copy's health behind its load balancers", e),
+            }
+        } else if self.req.launched.is_some_and(|t| self.now < t + self.config.ready_deadline) {
             match self.cloud.health(std::slice::from_ref(spot_id)).await {
                 Ok(mut found) => match found.remove(spot_id) {
-                    Some(h) if h.state.is_live() && !h.passed() => return self.later(&not_ready(spot_id, &h)).await,
+                    Some(h) if h.state.is_live() && !h.passed() => {
+                        return self.later(&not_ready(spot_id, &h), self.req).await
+                    }
                     other => checked = other,
                 },
                 Err(e) if e.is_not_found() => {}
@@ -75,9 +100,6 @@ impl<C: Cloud> Swap<'_, C> {
                 market.as_str()
             ));
         }
-        if !spot.is_live() {
-            return Outcome::Dropped(format!("{spot_id} is {}; {od} kept", spot.state));
-        }
         let group = match self.group().await {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -89,8 +111,8 @@ impl<C: Cloud> Swap<'_, C> {
         if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
             // Opted out mid-swap: nothing goes on, and a copy already attached comes back out,
             // so that the group is as its operator left it.
-            if attached && group.replaced_still_here(&spot) {
-                return self.roll_back(&group, format!("group {group_name} was opted out mid-swap")).await;
+            if attached && spot.is_live() && group.replaced_still_here(&spot) {
+                return self.roll_back(&spot, &group, format!("group {group_name} was opted out mid-swap")).await;
             }
             return Outcome::Dropped(format!(
                 "group {group_name} is no longer opted in; the scanner will clean up {spot_id}"
@@ -104,19 +126,54 @@ impl<C: Cloud> Swap<'_, C> {
                 return outcome;
             }
         }
+        if !spot.is_live() {
+            return self.copy_gone(&spot, &group).await;
+        }
         if attached {
             // Attached by an earlier delivery: resume after the attach, with the group just read.
-            return self.finish(&spot, Some(group)).await;
+            let healthy = healthy_behind.is_some_and(|(t, l)| *t == group.target_groups && *l == group.load_balancers);
+            return self.finish(&spot, group, &policy, healthy).await;
         }
-        self.attach(&spot, group, checked).await
+        self.attach(&spot, group, &policy, checked).await
     }
 
     async fn group(&self) -> Result<Option<Group>, Outcome> {
         read_group(self.cloud, &self.req.group).await.map_err(|e| on_error("could not describe the group", e))
     }
 
+    /// Why one of `ids` does not serve yet behind these target groups and Classic Load
+    /// Balancers, if one does not (`None`: each is healthy in every one, or there are none).
+    async fn unhealthy(
+        &self,
+        target_groups: &[String],
+        load_balancers: &[String],
+        ids: &[String],
+    ) -> Result<Option<String>, crate::error::AwsError> {
+        for tg in target_groups {
+            let mut states = self.cloud.target_health(tg, ids).await?;
+            for id in ids {
+                let state = states.remove(id);
+                if state.as_deref() != Some(HEALTHY) {
+                    let state = state.as_deref().unwrap_or("not registered");
+                    return Ok(Some(format!("{id} is {state} in target group {tg}")));
+                }
+            }
+        }
+        for lb in load_balancers {
+            let mut states = self.cloud.load_balancer_health(lb, ids).await?;
+            for id in ids {
+                let state = states.remove(id);
+                if state.as_deref() != Some(IN_SERVICE) {
+                    let state = state.as_deref().unwrap_or("not registered");
+                    return Ok(Some(format!("{id} is {state} in load balancer {lb}")));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// `checked`: the copy's status as this delivery has read it already, if it has.
-    async fn attach(&self, spot: &Instance, group: Group, checked: Option<Health>) -> Outcome {
+    async fn attach(&self, spot: &Instance, group: Group, policy: &Policy, checked: Option<Health>) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
         let Some(member) = group.member(od) else {
             return Outcome::Dropped(format!(
@@ -146,8 +203,9 @@ impl<C: Cloud> Swap<'_, C> {
                 None => Some((format!("{spot_id} has no status yet"), true)),
             }
         };
+        let past_deadline = self.now >= spot.launch_time + self.config.ready_deadline;
         if let Some((why, checks)) = wait {
-            if self.now >= spot.launch_time + self.config.ready_deadline {
+            if past_deadline {
                 // Only a copy that failed its own checks says anything about its configuration.
                 if checks {
                     self.pause_rollout(spot, &group).await;
@@ -156,20 +214,58 @@ impl<C: Cloud> Swap<'_, C> {
                     .abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline))
                     .await;
             }
-            return self.later(&why).await;
+            return self.later(&why, &self.waiting_for_checks(spot)).await;
+        }
+        if past_deadline {
+            // The scanner may take it for an orphan from its own deadline on: never attach it.
+            return self.abandon(spot, format!("ready only {} s after launch", self.now - spot.launch_time)).await;
+        }
+        // A copy of ours that died (or is leaving) after its attach leaves the group one above
+        // its desired capacity until its swap gives the +1 back, once the group has settled: no
+        // new attach meanwhile, so that a group whose copies keep dying cannot climb.
+        match self.pending_attaches(&group).await {
+            Ok(pending) => {
+                let gone = |c: &Instance| !c.is_live() || group.member(&c.id).is_some_and(|m| m.lifecycle.is_leaving());
+                if let Some(c) = pending.iter().find(|c| c.id != *spot_id && gone(c)) {
+                    let why = format!("{} left {} after its attach and its +1 is not given back yet", c.id, group.name);
+                    return self.later(&why, &self.waiting_for_checks(spot)).await;
+                }
+            }
+            Err(e) => return on_error("could not read the group's other copies", e),
+        }
+        // An attached instance skips the group's launch hooks: a fresh look, unless the group's
+        // policy says they do nothing a copy needs.
+        if !policy.ignore_launch_hooks {
+            match self.cloud.lifecycle_hooks(&group.name).await {
+                Ok(hooks) if hooks.contains(&Hook::Launching) => {
+                    return self
+                        .abandon(
+                            spot,
+                            format!(
+                                "group {} has a launch lifecycle hook, which an attached instance skips",
+                                group.name
+                            ),
+                        )
+                        .await
+                }
+                Ok(_) => {}
+                Err(e) => return on_error("could not read the group's lifecycle hooks", e),
+            }
         }
 
         // Mark the group first: a swap of ours may be attached here from now on, which lets a
         // later step finish or undo it even if the group is opted out meanwhile. Then make room:
-        // AttachInstances fails when desired + 1 > MaxSize; the original MaxSize is recorded in
-        // the same call, before the raise, so a crash here can be repaired by a scan.
+        // AttachInstances fails when desired + 1 > MaxSize; what we raise is recorded in the same
+        // call, before the raise, so a crash here can be repaired by a scan.
+        let state = GroupState::read(&group.tags, &self.config.policy);
         let raise = group.desired + 1 > group.max;
         let mut tags = Tags::new();
-        if !group.tags.contains_key(TAG_SWAP_UNDER_WAY) {
+        if !state.swap_marked {
             tags.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
         }
-        if raise && !group.tags.contains_key(TAG_ORIGINAL_MAX) {
-            tags.insert(TAG_ORIGINAL_MAX.to_string(), group.max.to_string());
+        if raise {
+            let previous = state.original_max.clone().and_then(Result::ok);
+            tags.insert(TAG_ORIGINAL_MAX.to_string(), MaxRaise::next(previous, group.max, group.desired + 1).value());
         }
         if !tags.is_empty() {
             if let Err(e) = self.cloud.tag_group(&group.name, &tags).await {
@@ -182,90 +278,322 @@ impl<C: Cloud> Swap<'_, C> {
             }
             info!(asg = %group.name, from = group.max, to = group.desired + 1, "raised MaxSize to attach");
         }
+        // What this attach produces, on the copy, before the attach: see the module documentation.
+        let record = Attached { at: self.now, desired: group.desired + 1, netting: None };
+        let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
+        if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
+            return on_error("could not record the attach on the copy", e);
+        }
+        let mut recorded = spot.clone();
+        recorded.tags.extend(tag);
+        let spot = &recorded;
         if let Err(e) = self.cloud.attach(&group.name, std::slice::from_ref(spot_id)).await {
-            // A concurrent delivery may have attached it: the re-read in finish() decides.
+            // A concurrent delivery may have attached it: the fresh read decides.
             warn!(code = e.code(), error = %e, "attach failed; re-reading the group");
-            if !matches!(self.group().await, Ok(Some(g)) if g.member(spot_id).is_some()) {
+            let fresh = match self.group().await {
+                Ok(Some(g)) => g,
+                Ok(None) => return Outcome::Dropped(format!("group {} vanished", self.req.group)),
+                Err(outcome) => return outcome,
+            };
+            if fresh.member(spot_id).is_none() {
                 if e.transient {
                     return on_error("could not attach the copy", e);
+                }
+                if e.code() == "ValidationError" && fresh.desired + 1 > fresh.max {
+                    // The group changed under us (it scaled out to its MaxSize): not a refusal
+                    // of the copy. The next delivery reads it again and makes room again.
+                    return self.later(&format!("the attach found {} at its MaxSize: {e}", fresh.name), self.req).await;
                 }
                 // Refused (AMI gone, AZ not in the group, ...): retrying will not help.
                 return self.abandon(spot, format!("attach refused: {e}")).await;
             }
-        } else {
-            info!(asg = %group.name, spot = %spot_id, "attached");
+            return self.finish(spot, fresh, policy, false).await;
         }
-        self.finish(spot, None).await
+        let group = match self.group().await {
+            Ok(Some(g)) => g,
+            Ok(None) => return Outcome::Dropped(format!("group {} vanished after attach", self.req.group)),
+            Err(outcome) => return outcome,
+        };
+        info!(asg = %group.name, spot = %spot_id, desired = group.desired, "attached");
+        // Desired may have moved between the read and the attach (another swap of ours netting
+        // out its own, or attaching alongside): what counts is what it is right after the
+        // attach, less the attaches of ours ordered after this one.
+        let younger = match self.pending_attaches(&group).await {
+            Ok(pending) => Attached::younger(spot, &pending, &group).len() as i32,
+            Err(e) => return on_error("could not read the group's other copies", e),
+        };
+        if group.desired - younger != record.desired {
+            let record = Attached { desired: group.desired - younger, ..record };
+            let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
+            if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
+                return on_error("could not record the attach on the copy", e);
+            }
+            let mut recorded = spot.clone();
+            recorded.tags.extend(tag);
+            return self.finish(&recorded, group, policy, false).await;
+        }
+        self.finish(spot, group, policy, false).await
     }
 
-    /// The copy is in the group: once it is InService, retire the replaced instance. `fresh` is
-    /// the group as the caller has just read it, if it has; otherwise it is read here.
-    async fn finish(&self, spot: &Instance, fresh: Option<Group>) -> Outcome {
+    /// The copy is in the group: once it is InService and healthy behind every load balancer of
+    /// the group, retire the replaced instance. `group` was read after the attach; `healthy`:
+    /// this delivery found the copy healthy behind exactly the group's load balancers already.
+    async fn finish(&self, spot: &Instance, group: Group, policy: &Policy, healthy: bool) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
-        let group = match fresh {
-            Some(g) => g,
-            None => match self.group().await {
-                Ok(Some(g)) => g,
-                Ok(None) => return Outcome::Dropped(format!("group {} vanished after attach", self.req.group)),
-                Err(outcome) => return outcome,
-            },
-        };
         let Some(spot_member) = group.member(spot_id) else {
             return Outcome::Retry(format!("{spot_id} is not in {} right after attach", group.name));
         };
-        if spot_member.lifecycle != Lifecycle::InService {
-            if self.now >= spot.launch_time + self.config.orphan_deadline {
-                return self.roll_back(&group, format!("{spot_id} still {} after attach", spot_member.lifecycle)).await;
-            }
-            return self.later(&format!("{spot_id} is {} in the group", spot_member.lifecycle)).await;
+        let record = spot.attached();
+        if spot.swap_over() {
+            return Outcome::Done(format!("the swap of {od} for {spot_id} is over"));
         }
-        let done = match group.member(od) {
-            None => format!("{od} already left {}", group.name),
-            Some(m) if m.lifecycle.is_leaving() => format!("{od} is already {}", m.lifecycle),
+        if spot_member.lifecycle.is_leaving() {
+            return self.settle(spot, &group, format!("{spot_id} is {} in the group", spot_member.lifecycle)).await;
+        }
+        let attached_at = record.map_or(spot.launch_time, |r| r.at);
+        let healthy_by = attached_at + policy.healthy_deadline;
+        if spot_member.lifecycle != Lifecycle::InService {
+            if self.now >= healthy_by {
+                return self
+                    .roll_back(spot, &group, format!("{spot_id} still {} after attach", spot_member.lifecycle))
+                    .await;
+            }
+            return self
+                .later(&format!("{spot_id} is {} in the group", spot_member.lifecycle), &self.full_read())
+                .await;
+        }
+        match group.member(od) {
+            None => return self.settle(spot, &group, format!("{od} already left {}", group.name)).await,
+            Some(m) if m.lifecycle.is_leaving() => {
+                return self.settle(spot, &group, format!("{od} is already {}", m.lifecycle)).await
+            }
             Some(m) if m.lifecycle != Lifecycle::InService || m.protected_from_scale_in => {
                 let why = if m.protected_from_scale_in {
                     "protected from scale-in".to_string()
                 } else {
                     m.lifecycle.to_string()
                 };
-                return self.roll_back(&group, format!("{od} is now {why}")).await;
+                return self.roll_back(spot, &group, format!("{od} is now {why}")).await;
             }
-            Some(_) if group.desired - 1 < group.min => {
-                // Only if MinSize was raised under us; both instances stay, nothing is lost.
-                return Outcome::Dropped(format!(
-                    "retiring {od} would take {} below MinSize {}; both instances kept",
-                    group.name, group.min
-                ));
+            Some(_) => {}
+        }
+        // Desired capacity away from what the attach made it, and not by our own younger
+        // attaches: someone else set it, counting the copy in. Seen at every read, so that a
+        // change and its undoing in the meantime is not mistaken for no change at the end.
+        if let Some(r) = record.filter(|r| r.desired != group.desired) {
+            let younger = match self.pending_attaches(&group).await {
+                Ok(pending) => Attached::younger(spot, &pending, &group).len() as i32,
+                Err(e) => return on_error("could not read the group's other copies", e),
+            };
+            if group.desired != r.desired + younger {
+                let why = format!("desired capacity of {} moved since the attach (now {})", group.name, group.desired);
+                return self.keep_both(spot, &group, why).await;
             }
-            Some(_) => {
-                // A copy EC2 has given an interruption notice ends within two minutes: keep the
-                // instance it was to replace. The notice is read here, right before the retire,
-                // because its event may reach the interruption handler after this swap.
-                if self.req.market == Market::Spot {
-                    match self.cloud.interruption_notice(spot_id).await {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            return self.roll_back(&group, format!("{spot_id} has a Spot interruption notice")).await
-                        }
-                        Err(e) => return on_error("could not read the copy's Spot request", e),
-                    }
-                }
-                // Through the group, decrementing desired: it nets out the attach, and the
-                // group's termination lifecycle hooks (draining) run.
-                if let Err(e) = self.cloud.terminate_in_group(od, true).await {
-                    return on_error("could not retire the replaced instance", e);
-                }
-                info!(asg = %group.name, od = %od, spot = %spot_id, "swapped");
-                self.metrics.incr(metrics::REPLACEMENTS_COMPLETED);
-                format!("swapped {od} for {spot_id}")
-            }
+        }
+        // InService is not serving: the copy must be healthy in every target group and
+        // InService in every Classic Load Balancer of the group before the instance leaves. A
+        // target group's `unhealthy` is not final until the deadline.
+        let unhealthy = match healthy {
+            true => Ok(None),
+            false => self.unhealthy(&group.target_groups, &group.load_balancers, std::slice::from_ref(spot_id)).await,
         };
-        // The read above was made after any raise of this swap, so it shows the tag if one
-        // is there.
+        match unhealthy {
+            Ok(None) => {}
+            Ok(Some(why)) if self.now >= healthy_by => {
+                let outcome = self.roll_back(
+                    spot,
+                    &group,
+                    format!("not healthy {} s after attach: {why}", policy.healthy_deadline),
+                );
+                return outcome.await;
+            }
+            Ok(Some(why)) => {
+                let waiting = SwapRequest {
+                    healthy_by: Some(healthy_by),
+                    target_groups: group.target_groups.clone(),
+                    load_balancers: group.load_balancers.clone(),
+                    ..self.req.clone()
+                };
+                return self.later(&format!("waiting for the load balancers: {why}"), &waiting).await;
+            }
+            Err(e) => return on_error("could not read the copy's health behind its load balancers", e),
+        }
+        // A copy EC2 has given an interruption notice ends within two minutes: keep the instance
+        // it was to replace. The notice is read here, right before the retire, because its event
+        // may reach the interruption handler after this swap.
+        if self.req.market == Market::Spot {
+            match self.cloud.interruption_notice(spot_id).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    return self.roll_back(spot, &group, format!("{spot_id} has a Spot interruption notice")).await
+                }
+                Err(e) => return on_error("could not read the copy's Spot request", e),
+            }
+        }
+        if let Some(outcome) = self.younger_first(spot, &group, &format!("{spot_id} serves"), true).await {
+            return outcome;
+        }
+        // (Younger attaches are netted out: desired is what this one's made it, unless moved.)
+        if !Attached::decrements(spot, group.desired) {
+            let why = format!("desired capacity of {} moved since the attach (now {})", group.name, group.desired);
+            return self.keep_both(spot, &group, why).await;
+        }
+        if group.desired - 1 < group.min {
+            let why = format!("retiring {od} would take {} below MinSize {}", group.name, group.min);
+            return self.keep_both(spot, &group, why).await;
+        }
+        // Through the group, so its termination lifecycle hooks (draining) run.
+        if let Err(e) = self.cloud.terminate_in_group(od, true).await {
+            return on_error("could not retire the replaced instance", e);
+        }
+        // After, not before: were the instance then to leave by itself, a mark written first
+        // would take it for retired. A crash in between leaves no mark, and the next delivery
+        // finds desired one below the attach's, so nothing to give back.
+        if let Err(e) = mark(self.cloud, spot, Some(Netting::Retire)).await {
+            warn!(error = %e, "could not record the retire on the copy");
+        }
+        info!(asg = %group.name, od = %od, spot = %spot_id, "swapped");
+        self.metrics.incr(metrics::REPLACEMENTS_COMPLETED);
+        // The read above was made after any raise of this swap, so it shows the tag if one is there.
         if group.tags.contains_key(TAG_ORIGINAL_MAX) {
             self.restore_max().await;
         }
-        Outcome::Done(done)
+        Outcome::Done(format!("swapped {od} for {spot_id}"))
+    }
+
+    /// A scaling action or an operator set desired capacity since the attach, counting the copy
+    /// in: their value stands, and so does the replaced instance (retiring it now would leave the
+    /// group short of their value until a replacement serves). Or MinSize was raised under us.
+    /// Either way both instances stay and this swap is over; a later one replaces the instance,
+    /// without this one's +1.
+    async fn keep_both(&self, spot: &Instance, group: &Group, why: String) -> Outcome {
+        let (od, spot_id) = (&self.req.old, &self.req.new);
+        if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+            return on_error("could not record on the copy that its swap is over", e);
+        }
+        info!(asg = %group.name, od = %od, spot = %spot_id, reason = %why, "both instances stay");
+        if group.tags.contains_key(TAG_ORIGINAL_MAX) {
+            self.restore_max().await;
+        }
+        Outcome::Done(format!("{why}: {spot_id} stays in, {od} stays for a later swap"))
+    }
+
+    /// The copy is not running: never attached, it is a failed replacement; attached, the group
+    /// replaces it, and the swap gives back the +1 of its attach once the group has settled.
+    async fn copy_gone(&self, spot: &Instance, group: &Group) -> Outcome {
+        let (od, spot_id) = (&self.req.old, &self.req.new);
+        let reason = spot.state_reason.as_deref().unwrap_or("no state reason");
+        let what = format!("{spot_id} is {} ({reason})", spot.state);
+        match spot.attached() {
+            Some(_) if !Attached::pending(spot, group) => {
+                Outcome::Done(format!("{what} after its swap netted out its attach; the group replaces it"))
+            }
+            Some(_) => self.settle(spot, group, format!("{what} after its attach")).await,
+            None => {
+                // Never attached: e.g. a KMS key the launching role may not use kills it at launch.
+                warn!(asg = %group.name, new = %spot_id, state = %spot.state, reason = %reason, "the copy died before its attach");
+                self.metrics.incr(metrics::REPLACEMENTS_FAILED);
+                let why = format!("{what} before its attach");
+                if group.member(od).is_none() {
+                    return Outcome::Dropped(format!("{why}; {od} has left {} too", group.name));
+                }
+                set_aside(self.cloud, self.config, od, self.now, why).await
+            }
+        }
+    }
+
+    /// The copy or the instance it replaces left the group by another path than this swap, so
+    /// no retire will net out the attach: once younger attaches are netted out and the group has
+    /// settled (as many members as desired, each InService and serving), give back the +1 the
+    /// attach added, if desired is still what it made.
+    async fn settle(&self, spot: &Instance, group: &Group, what: String) -> Outcome {
+        let Some(record) = spot.attached() else {
+            return Outcome::Done(what);
+        };
+        if !Attached::pending(spot, group) {
+            // A later delivery of a swap that retired, rolled back or gave back already.
+            return Outcome::Done(format!("{what}; the attach's +1 is netted out already ({:?})", record.netting));
+        }
+        if let Some(outcome) = self.younger_first(spot, group, &what, false).await {
+            return outcome;
+        }
+        if group.desired != record.desired || record.desired - 1 < group.min {
+            let why = match group.desired != record.desired {
+                true => "desired moved since the attach: nothing to give back",
+                false => "giving back the attach's +1 would go below MinSize",
+            };
+            if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+                return on_error("could not record on the copy that its swap is over", e);
+            }
+            return Outcome::Done(format!("{what}; {why}"));
+        }
+        let settled = group.members.iter().filter(|m| !m.lifecycle.is_leaving()).count() == group.desired as usize
+            && group.members.iter().all(|m| m.lifecycle == Lifecycle::InService || m.lifecycle.is_leaving());
+        if !settled {
+            let why = format!("{what}; giving back the attach's +1 once the group has settled");
+            return self.later(&why, &self.full_read()).await;
+        }
+        // The group picks which member a lower desired capacity removes, whatever its load
+        // balancers say: every member must serve first, or it may remove a serving one.
+        let members: Vec<String> =
+            group.members.iter().filter(|m| !m.lifecycle.is_leaving()).map(|m| m.id.clone()).collect();
+        match self.unhealthy(&group.target_groups, &group.load_balancers, &members).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                let why = format!("{what}; giving back the attach's +1 once every member serves ({why})");
+                return self.later(&why, &self.full_read()).await;
+            }
+            Err(e) => return on_error("could not read the group's health behind its load balancers", e),
+        }
+        // A copy that died is a failed replacement: its instance is set aside for a while (before
+        // the give-back, while it is certainly still a member: the group may pick it to go).
+        let failed = !spot.is_live() && group.member(&self.req.old).is_some_and(|m| !m.lifecycle.is_leaving());
+        if failed {
+            set_aside(self.cloud, self.config, &self.req.old, self.now, what.clone()).await;
+        }
+        if let Err(e) = self.cloud.set_desired(&group.name, record.desired - 1).await {
+            return on_error("could not give back the attach's +1", e);
+        }
+        // After, not before: a crash in between must not leave the +1 for good (the next
+        // delivery finds desired moved since the attach, and nothing to give back).
+        if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+            warn!(error = %e, "could not record the give-back on the copy");
+        }
+        warn!(asg = %group.name, desired = record.desired - 1, reason = %what, "gave back the desired capacity our attach added");
+        self.metrics.incr(if spot.is_live() { metrics::REPLACEMENTS_COMPLETED } else { metrics::REPLACEMENTS_FAILED });
+        Outcome::Done(format!("{what}; desired back to {}", record.desired - 1))
+    }
+
+    /// Our copies for this group whose attach is recorded and not netted out yet, leaving out
+    /// records older than any deadline of their own swap (a swap lost to a crash must not hold
+    /// the group back for good).
+    async fn pending_attaches(&self, group: &Group) -> Result<Vec<Instance>, crate::error::AwsError> {
+        let query = InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) };
+        let copies = self.cloud.instances(&query, ANY_STATE).await?;
+        let healthy_deadline = GroupState::read(&group.tags, &self.config.policy).policy.healthy_deadline;
+        let patience = healthy_deadline.max(self.config.ready_deadline) + self.config.orphan_deadline;
+        Ok(copies
+            .into_iter()
+            .filter(|c| Attached::pending(c, group) && c.attached().is_some_and(|r| self.now < r.at + patience))
+            .collect())
+    }
+
+    /// Attaches of ours are netted out youngest first (see [`Attached::younger`]): `Some` (wait)
+    /// while a younger one in the group is not. The same read shows the copy itself, fresh: when
+    /// it is to replace an instance (`retiring`), it must still be running.
+    async fn younger_first(&self, spot: &Instance, group: &Group, what: &str, retiring: bool) -> Option<Outcome> {
+        spot.attached()?;
+        let pending = match self.pending_attaches(group).await {
+            Ok(p) => p,
+            Err(e) => return Some(on_error("could not read the group's other copies", e)),
+        };
+        if let Some(me) = pending.iter().find(|c| c.id == spot.id && !c.is_live()).filter(|_| retiring) {
+            let why = format!("{} is {} now", me.id, me.state);
+            return Some(self.later(&why, &self.full_read()).await);
+        }
+        let younger = *Attached::younger(spot, &pending, group).first()?;
+        let why = format!("{what}; waiting for {}, attached later, to net out its attach first", younger.id);
+        Some(self.later(&why, &self.full_read()).await)
     }
 
     /// Put MaxSize back once no other swap of this group needs the room; otherwise the last one
@@ -291,8 +619,24 @@ impl<C: Cloud> Swap<'_, C> {
         }
     }
 
-    async fn later(&self, why: &str) -> Outcome {
-        match send_swaps(self.cloud, self.config, std::slice::from_ref(self.req), self.config.ready_delay).await {
+    /// This swap, to read everything again next time (no wait on one thing alone).
+    fn full_read(&self) -> SwapRequest {
+        SwapRequest {
+            launched: None,
+            healthy_by: None,
+            target_groups: Vec::new(),
+            load_balancers: Vec::new(),
+            ..self.req.clone()
+        }
+    }
+
+    /// This swap, to check again on the copy's status checks only (see [`Self::run`]).
+    fn waiting_for_checks(&self, spot: &Instance) -> SwapRequest {
+        SwapRequest { launched: Some(self.req.launched.unwrap_or(spot.launch_time)), ..self.req.clone() }
+    }
+
+    async fn later(&self, why: &str, next: &SwapRequest) -> Outcome {
+        match send_swaps(self.cloud, self.config, std::slice::from_ref(next), self.config.ready_delay).await {
             Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {} s", self.config.ready_delay)),
             Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
             Err(e) => on_error("could not re-enqueue the swap", e),
@@ -335,6 +679,10 @@ impl<C: Cloud> Swap<'_, C> {
 
     /// Not attached and not going to be: terminate our copy, keep the replaced instance.
     async fn abandon(&self, spot: &Instance, why: String) -> Outcome {
+        // A record of an attach that did not happen must not hold back the other swaps.
+        if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+            return on_error("could not record on the copy that it is not attached", e);
+        }
         if let Err(e) = self.cloud.terminate(std::slice::from_ref(&spot.id)).await {
             return on_error("could not terminate the abandoned Spot instance", e);
         }
@@ -344,21 +692,45 @@ impl<C: Cloud> Swap<'_, C> {
         set_aside(self.cloud, self.config, &self.req.old, self.now, format!("{why}; terminated {}", spot.id)).await
     }
 
-    /// Attached but the replaced instance must stay: take the copy back out through
-    /// the group, decrementing desired, so the group ends as it began.
-    async fn roll_back(&self, group: &Group, why: String) -> Outcome {
+    /// Attached but the replaced instance must stay: take the copy back out through the group,
+    /// decrementing desired (so the group ends as it began), and set the instance aside for a
+    /// while.
+    async fn roll_back(&self, spot: &Instance, group: &Group, why: String) -> Outcome {
         let spot_id = &self.req.new;
-        if group.desired - 1 < group.min {
-            return Outcome::Dropped(format!(
-                "{why}; rolling back {spot_id} would go below MinSize, both instances kept"
-            ));
+        if let Some(outcome) = self.younger_first(spot, group, &why, false).await {
+            return outcome;
         }
-        if let Err(e) = self.cloud.terminate_in_group(spot_id, true).await {
+        // Desired moved since the attach: the copy is counted in someone else's value. If it
+        // serves, it stays (taking it out would leave the group short of their value until a
+        // replacement serves); if not, it goes without a decrement, and the group launches one
+        // that does.
+        let decrement = Attached::decrements(spot, group.desired);
+        if !decrement {
+            let copy = std::slice::from_ref(spot_id);
+            match self.unhealthy(&group.target_groups, &group.load_balancers, copy).await {
+                Ok(None) if group.member(spot_id).is_some_and(|m| m.lifecycle == Lifecycle::InService) => {
+                    let why = format!("{why}, but desired capacity of {} moved since the attach", group.name);
+                    return self.keep_both(spot, group, why).await;
+                }
+                Ok(_) => {}
+                Err(e) => return on_error("could not read the copy's health behind its load balancers", e),
+            }
+        }
+        if decrement && group.desired - 1 < group.min {
+            return self
+                .keep_both(spot, group, format!("{why}, but rolling back {spot_id} would go below MinSize"))
+                .await;
+        }
+        if let Err(e) = self.cloud.terminate_in_group(spot_id, decrement).await {
             return on_error("could not roll back the copy", e);
         }
-        warn!(spot = %spot_id, reason = %why, "rolled back: copy terminated through the group");
+        // After, as for a retire.
+        if let Err(e) = mark(self.cloud, spot, Some(Netting::RollBack)).await {
+            warn!(error = %e, "could not record the roll-back on the copy");
+        }
+        warn!(spot = %spot_id, reason = %why, decrement, "rolled back: copy terminated through the group");
         self.metrics.incr(metrics::REPLACEMENTS_FAILED);
         self.restore_max().await;
-        Outcome::Dropped(format!("{why}; rolled back {spot_id}, {} kept", self.req.old))
+        set_aside(self.cloud, self.config, &self.req.old, self.now, format!("{why}; rolled back {spot_id}")).await
     }
 }

@@ -1,27 +1,25 @@
 //! `make soak`: many seeds through the deterministic simulation, with figures: seeds per second,
 //! calls simulated, invariants checked, and every failing seed with how to replay it.
 //!
-//! `soak [SEEDS] [FIRST] [--web-fleet] [--every]` (default 10,000 seeds from 1, the core space);
+//! `soak [SEEDS] [FIRST] [--every]` (default 10,000 seeds from 1);
 //! `--every` prints each kind of violation a seed hit, not only its first.
 
 use std::time::Instant;
 
-use asg_sim::driver::{run, Space};
+use asg_sim::driver::run;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let web_fleet = args.iter().any(|a| a == "--web-fleet");
     let every = args.iter().any(|a| a == "--every");
     let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let seeds = numbers.first().copied().unwrap_or(10_000);
     let first = numbers.get(1).copied().unwrap_or(1);
-    let space = if web_fleet { Space::WEB_FLEET } else { Space::CORE };
-    println!("soak: {seeds} seeds from {first}, {space:?}");
+    println!("soak: {seeds} seeds from {first}");
     let started = Instant::now();
     let (mut calls, mut checks, mut invocations, mut crashes) = (0u64, 0u64, 0u64, 0u64);
     let mut failed = Vec::new();
     for seed in first..first + seeds {
-        let report = run(seed, space);
+        let report = run(seed);
         calls += report.total_calls();
         checks += report.checks;
         invocations += report.invocations;
