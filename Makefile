@@ -22,11 +22,11 @@ unit:
 	$(CARGO) test --workspace --lib --bins
 
 ## Many seeds through the simulation, optimised: seeds per second, calls simulated, invariants
-## checked, every failing seed. SEEDS=20000 from FIRST=1; WEB_FLEET=1 for the web-fleet space.
+## checked, every failing seed. SEEDS=20000 from FIRST=1.
 SEEDS ?= 20000
 FIRST ?= 1
 soak:
-	$(CARGO) run --quiet --profile soak -p asg-sim --bin soak -- $(SEEDS) $(FIRST) $(if $(WEB_FLEET),--web-fleet)
+	$(CARGO) run --quiet --profile soak -p asg-sim --bin soak -- $(SEEDS) $(FIRST)
 
 ## Formatting and lints, as CI runs them: rustfmt, and clippy with warnings as errors.
 lint:

@@ -1,10 +1,15 @@
 //! `make demo`: an emulated account on a local moto server, the whole pipeline run through the
 //! functions' real handlers until every opted-in On-Demand instance a reservation does not pay
-//! for is replaced by Spot; then a new launch-template version is rolled out.
+//! for is replaced by Spot; then a new launch-template version is rolled out. The group `web`
+//! sits behind a target group, whose health checks take a while: the swapper waits for them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use e2e::account::table;
-use e2e::pipeline::environment;
-use e2e::{Account, Moto, Pipeline};
+use e2e::pipeline::{environment, Consumer};
+use e2e::{Account, Faults, Faulty, Moto, Pipeline};
 
 #[tokio::main]
 async fn main() {
@@ -16,16 +21,43 @@ async fn main() {
     account.add_group("web", 2, 4, 6, true).await;
     account.add_group("api", 2, 3, 3, true).await; // desired == max: the swap must make room
     account.add_group("reports", 1, 2, 4, false).await; // not opted in: left alone
-                                                        // moto has no Price List API: give the prices, as the PriceTable parameter would. Nor has it
-                                                        // DescribeReservedInstances (each scan notes it): declare three m5.large reservations, as
-                                                        // DeclaredReservations would. The two instances of `reports` use two of them first.
+    let target_group = account.add_target_group("web").await;
+    // moto has no Price List API: give the prices, as the PriceTable parameter would. Nor has it
+    // DescribeReservedInstances (each scan notes it): declare three m5.large reservations, as
+    // DeclaredReservations would. The two instances of `reports` use two of them first.
     let env =
         environment(&account, &[("PRICE_TABLE", "m5.large=0.096:0.0334"), ("DECLARED_RESERVATIONS", "m5.large=3")]);
-    let mut pipeline = Pipeline::new(account, &sdk, &env, |cloud| cloud);
+    // moto calls a registered target `healthy` at once; AWS says `initial` until its health
+    // checks pass (5 x 30 s by default). The wrapper says `initial` while the flag is up.
+    let faults = Arc::new(Faults::default());
+    let f = faults.clone();
+    let mut pipeline = Pipeline::new(account, &sdk, &env, move |cloud| Faulty { inner: cloud, faults: f.clone() });
     pipeline.watch().await;
 
     let before = pipeline.account.groups().await;
     println!("\nBefore (groups web and api carry AsgOptimiser=true; reports does not):\n{}", table(&before));
+
+    faults.targets_initial.store(true, Ordering::SeqCst);
+    println!("web is behind target group {target_group}; its health checks have not passed yet for new targets.");
+    pipeline.scan().await;
+    pipeline.drain(Consumer::SpotCreator, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        pipeline.poll(Consumer::Swapper).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let web = pipeline.account.groups().await.into_iter().find(|g| g.name == "web").expect("web");
+    let calls = pipeline.swapper.calls.snapshot();
+    let reads: u64 = calls.iter().filter(|(op, _)| op.ends_with(":DescribeTargetHealth")).map(|(_, n)| n).sum();
+    println!(
+        "web now: {} members, {} InService, {} On-Demand: the copy is attached and InService but `initial` in the \
+         target group, so the swapper keeps the On-Demand instance and waits ({reads} health reads so far).",
+        web.members.len(),
+        web.in_service(),
+        web.on_demand().len()
+    );
+    faults.targets_initial.store(false, Ordering::SeqCst);
+    println!("The copy passes its health checks: the swap goes on.\n");
     let rounds = pipeline.run_until_settled(20).await;
     let after = pipeline.account.groups().await;
     println!("After {rounds} scans:\n{}", table(&after));
