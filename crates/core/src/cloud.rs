@@ -26,6 +26,8 @@ pub enum GroupQuery {
         keys: Vec<String>,
     },
     Named(Vec<String>),
+    /// Every group of the account (the command line's `--all-groups`; no function asks it).
+    All,
 }
 
 /// Which instances to describe; only instances in `states` are returned.

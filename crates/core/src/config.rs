@@ -13,6 +13,8 @@ pub enum Function {
     SpotCreator,
     Swapper,
     Interruption,
+    /// The command line (`asg-optimizer plan` / `status`): reads only, talks to no queue.
+    Cli,
 }
 
 /// What to do when EC2 recommends rebalancing away from one of our Spot instances.
@@ -150,9 +152,9 @@ impl Config {
             opt_in_key: get("OPT_IN_TAG_KEY").unwrap_or(d.opt_in_key),
             opt_in_value: get("OPT_IN_TAG_VALUE").unwrap_or(d.opt_in_value),
             spot_queue_url,
-            // The interruption handler sends nothing.
+            // The interruption handler and the command line send nothing.
             swap_queue_url: match function {
-                Function::Interruption => get("SWAPPER_QUEUE_URL").unwrap_or_default(),
+                Function::Interruption | Function::Cli => get("SWAPPER_QUEUE_URL").unwrap_or_default(),
                 _ => required("SWAPPER_QUEUE_URL")?,
             },
             policy: Policy {

@@ -321,6 +321,7 @@ pub fn run(seed: u64) -> Report {
                 Function::SpotCreator => Role::SpotCreator,
                 Function::Swapper => Role::Swapper,
                 Function::Interruption => Role::Interruption,
+                Function::Cli => Role::ReadOnly,
             },
         ),
         config: config(function, rng),

@@ -9,13 +9,15 @@ use asg_core::domain::pools::TAG_BACKOFF_PREFIX;
 use crate::check::Call;
 use crate::world::{World, GROUP_NAME_TAG};
 
-/// The four functions, by the name each one's handler logs as.
+/// The four functions, by the name each one's handler logs as, and the command line's read-only
+/// role (any read, no change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Scanner,
     SpotCreator,
     Swapper,
     Interruption,
+    ReadOnly,
 }
 
 fn keys_within<'a>(keys: impl IntoIterator<Item = &'a String>, allowed: &[&str]) -> bool {
@@ -35,6 +37,7 @@ impl Role {
             Role::SpotCreator => "spot-creator",
             Role::Swapper => "swapper",
             Role::Interruption => "interruption",
+            Role::ReadOnly => "asg-optimizer",
         }
     }
 }

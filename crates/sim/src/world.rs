@@ -832,6 +832,7 @@ impl World {
                 GroupQuery::Tagged { key, value } => g.tags.get(key) == Some(value),
                 GroupQuery::HavingAnyTag { keys } => keys.iter().any(|k| g.tags.contains_key(k)),
                 GroupQuery::Named(names) => names.contains(&g.name),
+                GroupQuery::All => true,
             })
             .map(|g| self.to_group(g))
             .collect()

@@ -110,6 +110,7 @@ impl Cloud for AwsCloud {
                 .chunks(FILTER_VALUES)
                 .map(|chunk| self.asg.describe_auto_scaling_groups().set_auto_scaling_group_names(Some(chunk.to_vec())))
                 .collect(),
+            GroupQuery::All => vec![self.asg.describe_auto_scaling_groups()],
         };
         let mut groups = Vec::new();
         for request in requests {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::drift::{drift, TAG_ROLLOUT_PAUSED};
 use crate::domain::model::{
-    rfc3339, Epoch, Group, Hold, Instance, InstanceState, Lifecycle, Market, TemplateVersion, TAG_REPLACES,
+    rfc3339, Epoch, Group, Hold, Instance, InstanceState, Lifecycle, Market, Member, TemplateVersion, TAG_REPLACES,
 };
 use crate::domain::policy::{floor_moves, Mode, Policy, TAG_LAUNCH_HOOKS, TAG_MODE};
 use crate::domain::pools::{spot_choices, ALL_POOLS};
@@ -100,6 +100,15 @@ pub struct GroupPlan {
     pub waiting: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// On-Demand members not replaced now, and why (the command line's `plan` shows them; the
+    /// scan summary leaves them out).
+    #[serde(skip)]
+    pub left_alone: Vec<(String, String)>,
+    /// On-Demand members that would run on Spot once every replacement this group's policy
+    /// allows is done: this scan's candidates, then those waiting for room in flight, oldest
+    /// first, down to the floor (for the command line's estimate).
+    #[serde(skip)]
+    pub replaceable: Vec<String>,
 }
 
 /// The plan of every opted-in group.
@@ -174,6 +183,11 @@ fn plan_group(
             plan.reserved += 1;
         }
         let outdated = current.is_some_and(|c| drift(i, c).is_some());
+        if !i.spot {
+            if let Some(why) = not_eligible(m, i, hold, copies.is_some(), input.reserved.contains(&m.id)) {
+                plan.left_alone.push((m.id.clone(), why));
+            }
+        }
         if copies.is_some() || matches!(hold, Some(Hold::Claim { .. })) {
             in_flight.insert(m.id.as_str());
             plan.rollout_in_flight += usize::from(outdated);
@@ -272,11 +286,19 @@ fn plan_group(
         free
     };
     let (to_spot, to_on_demand) = floor_moves(plan.on_demand, leaving, arriving, plan.on_demand_floor, room);
-    for i in &on_demand {
+    // Without the in-flight limit: how many could go once the replacements under way are done.
+    let (beyond_floor, _) = floor_moves(plan.on_demand, leaving, arriving, plan.on_demand_floor, usize::MAX);
+    let mut waiting = 0;
+    for i in on_demand.iter().filter(|i| !input.reserved.contains(&i.id)) {
         if plan.candidates.len() == to_spot {
-            break;
-        }
-        if input.reserved.contains(&i.id) {
+            let why = if plan.candidates.len() + waiting < beyond_floor {
+                waiting += 1;
+                plan.replaceable.push(i.id.clone());
+                format!("in-flight limit: {} replacements at once, {} under way", plan.limit, plan.in_flight)
+            } else {
+                format!("kept On-Demand: the group's On-Demand floor is {}", plan.on_demand_floor)
+            };
+            plan.left_alone.push((i.id.clone(), why));
             continue;
         }
         match held_back(i, state, &input.compatible, now) {
@@ -285,11 +307,16 @@ fn plan_group(
                     plan.notes.push(format!("On-Demand instances left alone: {why}"));
                 }
                 plan.held_back += 1;
+                plan.left_alone.push((i.id.clone(), why));
             }
             None if slot(i) => plan.candidates.push(i.id.clone()),
-            None => {}
+            None => plan.left_alone.push((
+                i.id.clone(),
+                format!("rollout limit: {} outdated instances replaced at once", plan.rollout_limit),
+            )),
         }
     }
+    plan.replaceable.splice(0..0, plan.candidates.iter().cloned());
     for i in &spot {
         if plan.to_on_demand.len() == to_on_demand {
             break;
@@ -316,6 +343,21 @@ fn plan_group(
         rollout_room -= 1;
     }
     plan
+}
+
+/// Why an On-Demand member is not a candidate whatever the group's counts, if it is not.
+fn not_eligible(m: &Member, i: &Instance, hold: Option<Hold>, copied: bool, reserved: bool) -> Option<String> {
+    Some(match hold {
+        _ if copied => "its replacement is under way".into(),
+        Some(Hold::Claim { .. }) => "claimed: its replacement is about to start".into(),
+        Some(Hold::Skip { until }) => format!("set aside until {} after a replacement failed", rfc3339(until)),
+        None if m.lifecycle != Lifecycle::InService => format!("lifecycle state {}", m.lifecycle.as_str()),
+        None if !m.healthy => "unhealthy: the group replaces it itself".into(),
+        None if m.protected_from_scale_in => "protected from scale-in".into(),
+        None if i.state != InstanceState::Running => format!("instance state {}", i.state.as_str()),
+        None if reserved => "a Reserved Instance pays for it".into(),
+        None => return None,
+    })
 }
 
 /// Why this instance cannot go to Spot now, if no Spot pool it could use is open: every pool of
@@ -389,6 +431,58 @@ mod tests {
         let gp = &plan.groups[0];
         assert_eq!(gp.candidates, ["i-00000002", "i-00000001"]);
         assert_eq!((gp.on_demand, gp.spot, gp.in_flight), (6, 1, 0));
+    }
+
+    #[test]
+    fn every_on_demand_instance_not_replaced_says_why() {
+        let mut protected = member("i-00000003", "InService");
+        protected.protected_from_scale_in = true;
+        let mut members: Vec<Member> = (1..=9).map(|n| member(&format!("i-0000000{n}"), "InService")).collect();
+        members[2] = protected;
+        members[3] = member("i-00000004", "Standby");
+        let g = Group {
+            tags: [
+                ("AsgOptimiser".into(), "true".into()),
+                (TAG_MAX_IN_FLIGHT.into(), "2".into()),
+                (TAG_MIN_ON_DEMAND.into(), "5".into()),
+            ]
+            .into(),
+            ..group("web", 9, members)
+        };
+        let instances = vec![
+            with_tag(od("i-00000001", 1), TAG_HOLD, &claim(NOW + 60).value()),
+            with_tag(od("i-00000002", 2), TAG_HOLD, &Hold::Skip { until: NOW + 60 }.value()),
+            od("i-00000003", 3),
+            od("i-00000004", 4),
+            od("i-00000005", 5),
+            od("i-00000006", 6),
+            od("i-00000007", 7),
+            od("i-00000008", 8),
+            od("i-00000009", 9),
+        ];
+        let mut input = input(vec![g], instances, vec![]);
+        input.reserved.insert("i-00000009".into());
+        let gp = &plan_scan(&input).groups[0];
+        // 9 On-Demand (those left alone count for the floor too), 1 leaving, floor 5: 3 may go,
+        // 1 of them now (2 in flight, 1 under way).
+        assert_eq!(gp.candidates, ["i-00000005"]);
+        let why: BTreeMap<&str, &str> = gp.left_alone.iter().map(|(id, why)| (id.as_str(), why.as_str())).collect();
+        let expected = [
+            ("i-00000001", "claimed: its replacement is about to start"),
+            ("i-00000002", "set aside until"),
+            ("i-00000003", "protected from scale-in"),
+            ("i-00000004", "lifecycle state Standby"),
+            ("i-00000006", "in-flight limit: 2 replacements at once, 1 under way"),
+            ("i-00000007", "in-flight limit"),
+            ("i-00000008", "kept On-Demand: the group's On-Demand floor is 5"),
+            ("i-00000009", "a Reserved Instance pays for it"),
+        ];
+        assert_eq!(why.len(), expected.len(), "{why:?}");
+        for (id, start) in expected {
+            assert!(why[id].starts_with(start), "{id}: {}", why[id]);
+        }
+        // Once the limit lets them: the candidate and the two waiting for room.
+        assert_eq!(gp.replaceable, ["i-00000005", "i-00000006", "i-00000007"]);
     }
 
     #[test]

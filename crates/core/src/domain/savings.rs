@@ -57,6 +57,31 @@ pub fn hourly_savings(
     s
 }
 
+/// What instances cost per hour, each given as (instance type, Availability Zone, on Spot): an
+/// On-Demand instance at its type's price, a Spot one at its pool's. `unpriced` instances are
+/// left out of the sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cost {
+    pub usd_per_hour: f64,
+    pub unpriced: usize,
+}
+
+pub fn hourly_cost(
+    instances: &[(String, String, bool)],
+    on_demand: &BTreeMap<String, f64>,
+    spot: &BTreeMap<(String, String), f64>,
+) -> Cost {
+    let mut c = Cost::default();
+    for (t, az, on_spot) in instances {
+        let price = if *on_spot { spot.get(&(t.clone(), az.clone())) } else { on_demand.get(t) };
+        match price {
+            Some(p) => c.usd_per_hour += p,
+            None => c.unpriced += 1,
+        }
+    }
+    c
+}
+
 /// The table's prices in the shapes [`hourly_savings`] takes: the Spot price applies in any AZ.
 pub fn from_table(
     table: &PriceTable,
@@ -79,6 +104,24 @@ mod tests {
         assert!(PriceTable::parse("").unwrap().is_empty());
         for bad in ["m5.large", "m5.large=0.1", "m5.large=x:0.1", "m5.large=-1:0.1"] {
             assert!(PriceTable::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cost_prices_each_instance_in_its_market_and_counts_the_unknown() {
+        let od = BTreeMap::from([("m5.large".to_string(), 0.096), ("c5.large".to_string(), 0.085)]);
+        let spot = BTreeMap::from([(("m5.large".to_string(), "us-east-1a".to_string()), 0.036)]);
+        let i = |t: &str, az: &str, on_spot| (t.to_string(), az.to_string(), on_spot);
+        let cases = [
+            (vec![], 0.0, 0),
+            (vec![i("m5.large", "us-east-1a", false), i("c5.large", "us-east-1b", false)], 0.181, 0),
+            (vec![i("m5.large", "us-east-1a", true), i("m5.large", "us-east-1a", false)], 0.132, 0),
+            // A Spot pool without a price, and a type without any.
+            (vec![i("m5.large", "us-east-1b", true), i("t3.nano", "us-east-1a", false)], 0.0, 2),
+        ];
+        for (instances, usd, unpriced) in cases {
+            let c = hourly_cost(&instances, &od, &spot);
+            assert!((c.usd_per_hour - usd).abs() < 1e-9 && c.unpriced == unpriced, "{instances:?}: {c:?}");
         }
     }
 

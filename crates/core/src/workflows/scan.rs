@@ -80,30 +80,63 @@ pub struct ReservedSummary {
     pub unused_units: f64,
 }
 
-/// One scan. Fails only when it cannot read the account; a failed action is logged, listed in
-/// `errors`, and retried by the next scan.
-pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<ScanSummary, AwsError> {
-    let opted_in = cloud
-        .groups(&GroupQuery::Tagged { key: config.opt_in_key.clone(), value: config.opt_in_value.clone() })
-        .await?;
-    let raised = cloud
-        .groups(&GroupQuery::HavingAnyTag { keys: vec![TAG_SWAP_UNDER_WAY.into(), TAG_ORIGINAL_MAX.into()] })
-        .await?;
-    let names: Vec<String> = opted_in.iter().map(|g| g.name.clone()).collect();
+/// Which groups a [`survey`] reads and plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The groups carrying the opt-in tag: the scanner's.
+    OptedIn,
+    /// These groups, opted in or not, planned as if they were (the command line's `--group`).
+    Named(Vec<String>),
+    /// Every group of the account, planned as if opted in (the command line's `--all-groups`).
+    All,
+}
+
+/// What a scan reads and decides before it acts: the scanner acts on it, the command line's
+/// `plan` and `status` only show it.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    pub input: ScanInput,
+    pub groups: Vec<GroupPlan>,
+    pub coverage: Option<reserved::Coverage>,
+    pub notes: Vec<String>,
+}
+
+/// The scanner's reads, in a fixed number of paginated calls (plus one lifecycle-hook read per
+/// group with work to start), and its pure planning. Makes no change.
+pub async fn survey<C: Cloud>(cloud: &C, config: &Config, now: Epoch, scope: &Scope) -> Result<Survey, AwsError> {
+    let leftover_keys = [TAG_SWAP_UNDER_WAY, TAG_ORIGINAL_MAX];
+    let (planned, raised) = match scope {
+        Scope::OptedIn => (
+            cloud
+                .groups(&GroupQuery::Tagged { key: config.opt_in_key.clone(), value: config.opt_in_value.clone() })
+                .await?,
+            cloud.groups(&GroupQuery::HavingAnyTag { keys: leftover_keys.map(String::from).to_vec() }).await?,
+        ),
+        Scope::Named(_) | Scope::All => {
+            let query = match scope {
+                Scope::Named(names) => GroupQuery::Named(names.clone()),
+                _ => GroupQuery::All,
+            };
+            let groups = cloud.groups(&query).await?;
+            let raised = groups.iter().filter(|g| leftover_keys.iter().any(|k| g.tags.contains_key(*k))).cloned();
+            (groups.clone(), raised.collect())
+        }
+    };
+    let names: Vec<String> = planned.iter().map(|g| g.name.clone()).collect();
     let instances =
         if names.is_empty() { Vec::new() } else { cloud.instances(&InstanceQuery::InGroups(names), LIVE).await? };
     let spots =
         cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
 
-    let states = GroupState::read_all(opted_in.iter().chain(&raised), &config.policy);
+    let states = GroupState::read_all(planned.iter().chain(&raised), &config.policy);
 
     let mut notes = Vec::new();
-    let compatible = compatible_types(cloud, config, &opted_in, &states, &instances, now, &mut notes).await;
-    let current = current_templates(cloud, &opted_in, &mut notes).await;
-    let coverage = reserved_coverage(cloud, config, &opted_in, &states, &instances, &mut notes).await;
+    let compatible = compatible_types(cloud, config, &planned, &states, &instances, now, &mut notes).await;
+    let current = current_templates(cloud, &planned, &mut notes).await;
+    let coverage = reserved_coverage(cloud, config, &planned, &states, &instances, &mut notes).await;
     let mut input = ScanInput {
         reserved: coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
-        opted_in,
+        opted_in: planned,
         raised,
         states,
         instances,
@@ -120,9 +153,7 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     // read only when it has work to start, and then it is planned again knowing them.
     let to_look: Vec<&str> = groups
         .iter()
-        .filter(|g| {
-            g.mode == Mode::Enabled && !(g.candidates.is_empty() && g.to_on_demand.is_empty() && g.rollout.is_empty())
-        })
+        .filter(|g| g.mode == Mode::Enabled && has_work(g))
         .filter(|g| !input.state(&g.name).policy.ignore_launch_hooks)
         .map(|g| g.name.as_str())
         .collect();
@@ -143,6 +174,18 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     if !input.launch_hooked.is_empty() {
         groups = plan_groups(&input);
     }
+    Ok(Survey { input, groups, coverage, notes })
+}
+
+/// Whether the plan starts any replacement in the group.
+fn has_work(g: &GroupPlan) -> bool {
+    !(g.candidates.is_empty() && g.to_on_demand.is_empty() && g.rollout.is_empty())
+}
+
+/// One scan. Fails only when it cannot read the account; a failed action is logged, listed in
+/// `errors`, and retried by the next scan.
+pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<ScanSummary, AwsError> {
+    let Survey { input, groups, coverage, mut notes } = survey(cloud, config, now, &Scope::OptedIn).await?;
     let chores = housekeeping(&input);
     let managed = managed_spots(&input);
 
@@ -184,13 +227,8 @@ pub async fn scan<C: Cloud>(cloud: &C, config: &Config, now: Epoch) -> Result<Sc
     repair(cloud, config, &chores.repairs, &mut summary).await;
     // A group that gets replacements this scan keeps its swap marker: its next swap would only
     // write it again.
-    let replacing: BTreeSet<&str> = groups
-        .iter()
-        .filter(|g| {
-            g.mode == Mode::Enabled && !(g.candidates.is_empty() && g.to_on_demand.is_empty() && g.rollout.is_empty())
-        })
-        .map(|g| g.name.as_str())
-        .collect();
+    let replacing: BTreeSet<&str> =
+        groups.iter().filter(|g| g.mode == Mode::Enabled && has_work(g)).map(|g| g.name.as_str()).collect();
     let stale: Vec<(String, Vec<String>)> = chores
         .stale_tags
         .iter()
