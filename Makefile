@@ -5,10 +5,11 @@ VENV := .venv
 CARGO ?= cargo
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test unit soak lint bench validate build tools fmt clean
+.PHONY: demo test unit soak lint bench validate build tools fmt clean install-cli
 
 ## Install the emulator and show the pipeline replacing On-Demand instances on an emulated account.
 demo: $(VENV)/.dev
+	$(CARGO) build --quiet -p asg-optimizer
 	$(CARGO) run --quiet -p e2e --bin demo
 
 ## Unit tests, the simulated account (its own tests, scripted scenarios, a few hundred seeds),
@@ -16,6 +17,10 @@ demo: $(VENV)/.dev
 test: $(VENV)/.dev
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+## The command line (`asg-optimizer plan` / `status`) into ~/.cargo/bin.
+install-cli:
+	$(CARGO) install --locked --path crates/cli
 
 ## Unit tests only: no emulator needed.
 unit:

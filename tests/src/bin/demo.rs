@@ -3,6 +3,9 @@
 //! for is replaced by Spot; then a new launch-template version is rolled out. The group `web`
 //! sits behind a target group, whose health checks take a while: the swapper waits for them.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +39,8 @@ async fn main() {
 
     let before = pipeline.account.groups().await;
     println!("\nBefore (groups web and api carry AsgOptimiser=true; reports does not):\n{}", table(&before));
+    // The command line, as a team would run it before deploying: every group, opted in or not.
+    command_line(&moto, &env, &["plan", "--all-groups"]);
 
     faults.targets_initial.store(true, Ordering::SeqCst);
     println!("web is behind target group {target_group}; its health checks have not passed yet for new targets.");
@@ -56,6 +61,7 @@ async fn main() {
         web.in_service(),
         web.on_demand().len()
     );
+    command_line(&moto, &env, &["status"]);
     faults.targets_initial.store(false, Ordering::SeqCst);
     println!("The copy passes its health checks: the swap goes on.\n");
     let rounds = pipeline.run_until_settled(20).await;
@@ -108,4 +114,29 @@ async fn main() {
 fn tracing_init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// `asg-optimizer ARGS` against the emulated account, the binary run as a user runs it (built by
+/// `make demo`), with the knobs the functions have.
+fn command_line(moto: &Moto, env: &BTreeMap<String, String>, args: &[&str]) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("debug/asg-optimizer");
+    println!("\n$ asg-optimizer {}", args.join(" "));
+    let status = Command::new(&binary)
+        .args(args)
+        .envs(env.iter().filter(|(k, _)| ["PRICE_TABLE", "DECLARED_RESERVATIONS"].contains(&k.as_str())))
+        .envs([
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ])
+        .status();
+    match status {
+        Ok(s) if s.success() => println!(),
+        Ok(s) => println!("(asg-optimizer exited with {s})\n"),
+        Err(e) => println!("({} could not run: {e}; `cargo build -p asg-optimizer` builds it)\n", binary.display()),
+    }
 }

@@ -294,7 +294,7 @@ fn plan_group(
             let why = if plan.candidates.len() + waiting < beyond_floor {
                 waiting += 1;
                 plan.replaceable.push(i.id.clone());
-                format!("in-flight limit: {} replacements at once, {} under way", plan.limit, plan.in_flight)
+                format!("in-flight limit: {} at once, {} under way", plan.limit, plan.in_flight)
             } else {
                 format!("kept On-Demand: the group's On-Demand floor is {}", plan.on_demand_floor)
             };
@@ -472,7 +472,7 @@ mod tests {
             ("i-00000002", "set aside until"),
             ("i-00000003", "protected from scale-in"),
             ("i-00000004", "lifecycle state Standby"),
-            ("i-00000006", "in-flight limit: 2 replacements at once, 1 under way"),
+            ("i-00000006", "in-flight limit: 2 at once, 1 under way"),
             ("i-00000007", "in-flight limit"),
             ("i-00000008", "kept On-Demand: the group's On-Demand floor is 5"),
             ("i-00000009", "a Reserved Instance pays for it"),
