@@ -37,8 +37,9 @@ impl From<AwsError> for Failure {
 pub struct PlanReport {
     pub version: u32,
     pub generated_at: String,
-    /// Whether groups that are not opted in were planned as if they were.
-    pub all_groups: bool,
+    /// Whether groups that are not opted in were planned as if they were (`--all-groups`,
+    /// `--group`); otherwise only opted-in groups are listed.
+    pub as_if_opted_in: bool,
     pub groups: Vec<GroupReport>,
     /// Reserved-Instance coverage of the planned groups' On-Demand instances (absent when
     /// turned off or when the account has no reservation).
@@ -224,7 +225,7 @@ pub async fn plan<C: Cloud>(cloud: &C, config: &Config, now: Epoch, scope: &Scop
     Ok(PlanReport {
         version: VERSION,
         generated_at: rfc3339(now),
-        all_groups: matches!(scope, Scope::All | Scope::Named(_)),
+        as_if_opted_in: matches!(scope, Scope::All | Scope::Named(_)),
         reserved: survey.coverage.as_ref().map(|c| Reserved {
             covered: c.covered.len(),
             uncovered: c.uncovered,

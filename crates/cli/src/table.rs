@@ -159,11 +159,11 @@ pub fn plan(r: &PlanReport, color: bool) -> String {
         }
     }
     out.push_str(
-        "\n$/H: estimated USD per hour: NOW as running; AFTER PLAN once the next scan's replacements are \
-         done; ALL SPOT once every replaceable On-Demand instance above the floor is on Spot (a copy \
-         priced as its instance's type in its zone). IN FLIGHT: replacements under way / at once.\n",
+        "\n$/H: estimated USD per hour: NOW as running; AFTER PLAN once the next scan's replacements are done;\n\
+         ALL SPOT once every replaceable On-Demand instance above the floor is on Spot (a copy priced as its\n\
+         instance's type in its zone). IN FLIGHT: replacements under way / at once.\n",
     );
-    if !r.all_groups {
+    if !r.as_if_opted_in {
         out.push_str("Only opted-in groups; --all-groups plans every group as if it were opted in.\n");
     }
     out
@@ -216,8 +216,8 @@ pub fn status(r: &StatusReport, color: bool) -> String {
         }
     }
     out.push_str(
-        "\nSTAGE: queued (claimed, not launched yet), launched, waiting for status checks, attached, \
-         waiting for the load balancer; DEADLINE: when that stage gives up and the instance is kept.\n",
+        "\nSTAGE: queued (claimed, not launched yet), launched, waiting for status checks, attached, waiting\n\
+         for the load balancer. DEADLINE: when that stage gives up and the instance is kept.\n",
     );
     out
 }

@@ -95,8 +95,12 @@ async fn plan_lists_what_the_scanner_then_enqueues_and_changes_nothing() {
     assert_eq!(scanned.candidates.iter().cloned().collect::<BTreeSet<_>>(), starts(&plan, "web"));
     assert_eq!(summary.enqueued, web.start.len());
 
-    // --all-groups: the group not opted in, planned as if it were.
+    // --all-groups: the group not opted in, planned as if it were; every group read in one page.
+    let before = w.calls.snapshot();
     let all = report::plan(&w.cli, &w.config, now(), &Scope::All).await.expect("plan --all-groups");
+    let made = w.calls.since(&before);
+    assert_eq!(made.get("autoscaling:DescribeAutoScalingGroups"), Some(&1), "{made:?}");
+    assert_eq!(made.get("ec2:DescribeInstances"), Some(&2), "members, then our copies: {made:?}");
     let batch = all.groups.iter().find(|g| g.name == "batch").expect("batch planned");
     assert!(!batch.opted_in && !batch.start.is_empty(), "{batch:#?}");
     assert!(all.totals.cost.all_spot.usd_per_hour < all.totals.cost.now.usd_per_hour);
@@ -106,7 +110,7 @@ async fn plan_lists_what_the_scanner_then_enqueues_and_changes_nothing() {
     let json = serde_json::to_value(&all).expect("json");
     assert_eq!(serde_json::from_value::<PlanReport>(json.clone()).expect("parses back"), all);
     let keys: Vec<&str> = json.as_object().expect("object").keys().map(String::as_str).collect();
-    assert_eq!(keys, ["all_groups", "generated_at", "groups", "notes", "reserved", "totals", "version"]);
+    assert_eq!(keys, ["as_if_opted_in", "generated_at", "groups", "notes", "reserved", "totals", "version"]);
 }
 
 #[tokio::test]
