@@ -17,6 +17,9 @@ use asg_core::error::AwsError;
 use asg_core::workflows::scan::{survey, Scope, Survey};
 use serde::{Deserialize, Serialize};
 
+/// The tag Auto Scaling puts on its members.
+const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
+
 /// The version of the JSON shape.
 pub const VERSION: u32 = 1;
 
@@ -330,7 +333,8 @@ pub enum Stage {
     /// Attached, not yet InService, or about to retire the instance it replaces.
     Attached,
     WaitingForTheLoadBalancer,
-    /// The copy's group is no longer opted in: the next scans undo or clean up.
+    /// The group was opted out mid-swap: the swapper takes an attached copy back out, the
+    /// scanner cleans up one never attached.
     GroupNotOptedIn,
 }
 
@@ -398,7 +402,15 @@ fn status_of(survey: &Survey, config: &Config, now: Epoch) -> StatusReport {
         let group = copy.tag(TAG_GROUP).unwrap_or_default();
         let age = now - copy.launch_time;
         let (stage, deadline) = match plans.get(group) {
-            None => (Stage::GroupNotOptedIn, None),
+            // Opted out mid-swap: a copy never attached (the swapper or the scanner terminates
+            // it), or attached next to the instance it replaces (the swapper takes it back out).
+            // A copy in a group, its swap over, is just a member.
+            None if copy.tag(GROUP_NAME_TAG).is_none()
+                || input.raised.iter().any(|g| g.name == group && g.replaced_still_here(copy)) =>
+            {
+                (Stage::GroupNotOptedIn, None)
+            }
+            None => continue,
             Some(p) => match p.waiting.get(&copy.id).map(String::as_str) {
                 // Swapped already: the instance it replaced has gone.
                 None => continue,

@@ -16,7 +16,8 @@ use crate::domain::state::GroupState;
 /// What the scanner read.
 #[derive(Debug, Clone, Default)]
 pub struct ScanInput {
-    /// Groups carrying the opt-in tag.
+    /// The groups to plan: those carrying the opt-in tag (the scanner's), or those the command
+    /// line plans as if they carried it.
     pub opted_in: Vec<Group>,
     /// Groups carrying a tag a swap leaves ([`crate::domain::model::TAG_SWAP_UNDER_WAY`] or
     /// [`crate::domain::model::TAG_ORIGINAL_MAX`]), opted in or not.

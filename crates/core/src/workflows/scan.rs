@@ -118,8 +118,9 @@ pub async fn survey<C: Cloud>(cloud: &C, config: &Config, now: Epoch, scope: &Sc
                 _ => GroupQuery::All,
             };
             let groups = cloud.groups(&query).await?;
-            let raised = groups.iter().filter(|g| leftover_keys.iter().any(|k| g.tags.contains_key(*k))).cloned();
-            (groups.clone(), raised.collect())
+            let raised: Vec<Group> =
+                groups.iter().filter(|g| leftover_keys.iter().any(|k| g.tags.contains_key(*k))).cloned().collect();
+            (groups, raised)
         }
     };
     let names: Vec<String> = planned.iter().map(|g| g.name.clone()).collect();
