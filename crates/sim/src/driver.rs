@@ -808,14 +808,21 @@ pub struct Harness {
 
 impl Harness {
     /// `world` with the two queues of the template added, and the functions' default settings.
-    pub fn new(mut world: World) -> Harness {
+    pub fn new(world: World) -> Harness {
+        Harness::with_settings(world, &[])
+    }
+
+    /// As [`Harness::new`], with these environment variables set for every function (e.g.
+    /// `REBALANCE_ACTION=replace`).
+    pub fn with_settings(mut world: World, settings: &[(&str, &str)]) -> Harness {
         world.queues.insert(SPOT_QUEUE.into(), Queue::new("asg-optimizer-spot-creator.fifo", VISIBILITY, MAX_RECEIVE));
         world.queues.insert(SWAP_QUEUE.into(), Queue::new("asg-optimizer-swapper", VISIBILITY, MAX_RECEIVE));
         let check = Checker::new(&world, OPT_IN.0, OPT_IN.1);
         let clock = Arc::new(AtomicI64::new(world.now));
         let sim = Arc::new(Mutex::new(Sim::new(world, check, 1)));
-        let env: BTreeMap<&str, String> =
+        let mut env: BTreeMap<&str, String> =
             [("SPOT_CREATOR_QUEUE_URL", SPOT_QUEUE.to_string()), ("SWAPPER_QUEUE_URL", SWAP_QUEUE.to_string())].into();
+        env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
         let app = |function, role| App {
             cloud: SimCloud::new(sim.clone(), role),
             config: Config::from_lookup(function, |k| env.get(k).cloned()).expect("valid configuration"),

@@ -193,3 +193,44 @@ fn a_copy_killed_at_launch_is_a_failed_replacement_and_not_launched_again_and_ag
     assert!(h.world(|w| w.instances[&old].tags[TAG_HOLD].starts_with("skip")));
     assert_clean(&h, h.violations());
 }
+
+#[test]
+fn a_rebalance_recommendation_leaves_a_serving_copy_whose_attach_it_cannot_net_out() {
+    // Two swaps of one group attached, neither finished (the target group never finds the
+    // copies healthy within the test): the older copy's +1 cannot be netted out while the
+    // younger one's is pending. A recommendation is not a warning: nothing forces the copy out,
+    // and taking it out without a decrement would leave the group one short until it launched
+    // another (seed 572 found it so).
+    let mut w = World::new(7, START, &["us-east-1a", "us-east-1b"]);
+    let lt = w.add_template("ami-1", "m5.large");
+    w.add_group("web", 1, 2, 2, &lt, &[("AsgOptimiser", "true"), ("asg-optimiser:max-in-flight", "2")]);
+    w.add_target_group("web");
+    w.timing.checks = (60, 60);
+    w.timing.target_healthy = (100_000, 100_000);
+    let mut h = Harness::with_settings(w, &[("REBALANCE_ACTION", "replace")]);
+    assert_eq!(h.scan().enqueued, 2);
+    while h.deliver(SPOT_QUEUE) > 0 {}
+    h.advance(120);
+    for _ in 0..10 {
+        h.deliver(SWAP_QUEUE);
+        h.advance(10);
+    }
+    let attached: Vec<(i64, String)> = h.world(|w| {
+        let mut copies: Vec<(i64, String)> = w
+            .instances
+            .values()
+            .filter(|i| i.by_tool && w.groups["web"].member(&i.id).is_some())
+            .filter_map(|i| {
+                Some((i.tags.get("asg-optimiser:attached")?.split(' ').next()?.parse().ok()?, i.id.clone()))
+            })
+            .collect();
+        copies.sort();
+        copies
+    });
+    assert_eq!(attached.len(), 2, "both copies attached\n{}", h.trace());
+    let older = &attached[0].1;
+    let outcome = h.event(older, "EC2 Instance Rebalance Recommendation").expect("handled");
+    assert!(outcome.to_string().contains("left running"), "{outcome}");
+    assert!(in_service(&h, older), "the copy serves on");
+    assert_clean(&h, h.violations());
+}

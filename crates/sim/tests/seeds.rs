@@ -92,6 +92,15 @@ fn web_fleet_seeds_1_2_8_268_269() {
     }
 }
 
+/// Found a rebalance recommendation for a serving copy whose swap was unfinished, with a
+/// younger attach pending in its group: the handler took the copy out through the group without
+/// a decrement, and the group served one short until it launched another (scenario:
+/// `a_rebalance_recommendation_leaves_a_serving_copy_whose_attach_it_cannot_net_out`).
+#[test]
+fn seed_572_a_recommendation_took_out_a_serving_copy() {
+    assert_clean(run(572));
+}
+
 /// Two attaches pending in one group (desired 4 -> 5 -> 6), then a scale-in by one (6 -> 5):
 /// the younger swap sees desired moved and keeps both instances, but the older one finds
 /// desired equal to the value its own attach recorded (5) and retires with decrement, taking

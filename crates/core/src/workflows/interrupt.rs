@@ -9,7 +9,8 @@
 //! (a Spot copy from a pool not backed off, or an On-Demand one when none is left). A copy whose
 //! swap is not finished is undone instead: if not attached yet it is terminated, if attached
 //! while the instance it replaces is still there it is terminated through the group,
-//! decrementing if desired is still what its attach made it, so the group ends as it began.
+//! decrementing if desired is still what its attach made it, so the group ends as it began; on a
+//! recommendation, only if that decrement can be made now (otherwise the copy serves on).
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -85,7 +86,7 @@ pub async fn handle<C: Cloud>(
             && group.member(&id).is_some_and(|m| !m.lifecycle.is_leaving())
             && group.replaced_still_here(&instance)
         {
-            undo(cloud, &instance, &group).await?;
+            undo(cloud, &instance, &group, false).await?;
             let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
             warn!(asg = %group.name, new = %id, "{group_name} was opted out mid-swap: rolled back, {replaced} kept");
             return Ok(format!(
@@ -146,9 +147,16 @@ pub async fn handle<C: Cloud>(
             return Ok(format!("pool {pool} backed off; {id} is already {}", m.lifecycle));
         }
         // Attached while the instance it replaces is still there: undo the attach, as the
-        // swapper's roll-back does, so desired capacity ends where it began.
+        // swapper's roll-back does, so desired capacity ends where it began. A recommendation
+        // forces nothing out: unless the undo nets out the copy's +1, the copy serves on (taking
+        // it out would leave the group one short until it launched another) and its swap goes on.
         Some(_) if swap_unfinished => {
-            undo(cloud, &instance, &group).await?;
+            if !undo(cloud, &instance, &group, signal == Signal::Rebalance).await? {
+                return Ok(format!(
+                    "rebalance recommendation: pool {pool} backed off; {id} serves and its swap is not over: left \
+                     running, as taking it out now would leave {group_name} one short"
+                ));
+            }
             format!("{id} was attached but its swap unfinished: rolled back, {replaced} kept")
         }
         // Desired capacity stays: the group launches a replacement from its launch template now.
@@ -169,21 +177,28 @@ pub async fn handle<C: Cloud>(
 /// Takes back out an attached copy whose swap is unfinished, as the swapper's roll-back does:
 /// decrementing only if desired is still what its attach made it, and never below MinSize.
 /// With a younger attach of ours in the group not netted out yet, it cannot tell (attaches are
-/// netted youngest first, see [`Attached::younger`]) and there is no time to wait: the copy goes
-/// without a decrement, and its swap gives back the +1 later, in turn.
-async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group) -> Result<(), AwsError> {
+/// netted youngest first, see [`Attached::younger`]) and, on a warning, there is no time to wait:
+/// the copy goes without a decrement, and its swap gives back the +1 later, in turn. With
+/// `only_netted` (a recommendation), a copy whose +1 cannot be netted out now stays. Whether it
+/// was taken out.
+async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group, only_netted: bool) -> Result<bool, AwsError> {
     let query = InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) };
     let copies = cloud.instances(&query, ANY_STATE).await?;
-    if !Attached::younger(copy, &copies, group).is_empty() {
-        return cloud.terminate_in_group(&copy.id, false).await;
+    let younger = !Attached::younger(copy, &copies, group).is_empty();
+    let decrement = !younger && Attached::decrements(copy, group.desired) && group.desired > group.min;
+    if only_netted && !decrement {
+        return Ok(false);
     }
-    let decrement = Attached::decrements(copy, group.desired) && group.desired > group.min;
+    if younger {
+        cloud.terminate_in_group(&copy.id, false).await?;
+        return Ok(true);
+    }
     cloud.terminate_in_group(&copy.id, decrement).await?;
     // After, as the swapper's roll-back does: the copy is reclaimed by EC2 soon anyway.
     if let Err(e) = mark(cloud, copy, Some(Netting::RollBack)).await {
         warn!(error = %e, "could not record the roll-back on the copy; its swap reads desired instead");
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A rebalance recommendation with `RebalanceAction=replace`: claim the instance and have the
