@@ -9,7 +9,7 @@ use asg_core::config::{Config, Function};
 use asg_core::workflows::scan::Scope;
 use asg_optimizer::report;
 use asg_optimizer::{explain, looks_like_region, table};
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use clap::{Args, Parser, Subcommand};
 
 /// What asg-optimizer would do on your account, and what it is doing now. Read-only: it makes
@@ -95,7 +95,7 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = AwsCloud::loader();
     if let Some(p) = &common.profile {
         loader = loader.profile_name(p);
     }

@@ -57,7 +57,7 @@ pub fn plan(r: &PlanReport, color: bool) -> String {
         groups.add_row(vec![
             Cell::new(&g.name),
             Cell::new(if g.opted_in { "yes" } else { "no" }),
-            Cell::new(serde_json::to_value(g.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            Cell::new(g.mode.as_str()),
             right(g.desired),
             right(g.min),
             right(g.max),

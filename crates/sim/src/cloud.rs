@@ -223,6 +223,8 @@ impl Cloud for SimCloud {
     async fn groups(&self, query: &GroupQuery) -> Result<Vec<Group>> {
         let n = match query {
             GroupQuery::Named(names) => pages(names.len(), 100),
+            // Every group, 100 to a page.
+            GroupQuery::All => pages(self.lock().world.groups.len(), 100),
             _ => 1,
         };
         self.call("autoscaling:DescribeAutoScalingGroups", n, format!("{query:?}"), None, |w| {

@@ -56,7 +56,13 @@ impl AwsCloud {
     /// Region, credentials and endpoints from the standard environment (`AWS_REGION`,
     /// `AWS_ENDPOINT_URL*`, the Lambda role); retries with backoff on throttling and 5xx.
     pub async fn from_env(calls: ApiCalls) -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        Self::new(&Self::loader().load().await, calls)
+    }
+
+    /// The standard configuration chain with the retries and timeouts every caller of AWS here
+    /// uses (the functions, and the command line, which adds a profile and a Region to it).
+    pub fn loader() -> aws_config::ConfigLoader {
+        aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -66,9 +72,6 @@ impl AwsCloud {
                     .operation_timeout(Duration::from_secs(60))
                     .build(),
             )
-            .load()
-            .await;
-        Self::new(&config, calls)
     }
 
     pub fn new(config: &SdkConfig, calls: ApiCalls) -> Self {

@@ -37,6 +37,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// As the `asg-optimiser:mode` tag and the JSON say it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Enabled => "enabled",
+            Mode::DryRun => "dry-run",
+            Mode::Disabled => "disabled",
+        }
+    }
+
     fn parse(raw: &str) -> Option<Mode> {
         match raw {
             "enabled" | "true" => Some(Mode::Enabled),
@@ -252,6 +261,14 @@ mod tests {
 
     fn tags(pairs: &[(&str, &str)]) -> Tags {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_mode_is_written_as_its_tag_and_its_json_say_it() {
+        for mode in [Mode::Enabled, Mode::DryRun, Mode::Disabled] {
+            assert_eq!(Mode::parse(mode.as_str()), Some(mode));
+            assert_eq!(serde_json::to_value(mode).ok(), Some(serde_json::Value::from(mode.as_str())));
+        }
     }
 
     #[test]
