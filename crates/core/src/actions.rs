@@ -11,8 +11,8 @@ use crate::cloud::{Cloud, GroupQuery, Outgoing, TypeQuery};
 use crate::config::Config;
 use crate::domain::housekeeping::{max_repair, MaxRepair};
 use crate::domain::model::{
-    rfc3339, Attached, Epoch, Group, Hold, Instance, LaunchSource, Netting, Tags, TemplateVersion, TAG_ATTACHED,
-    TAG_HOLD, TAG_ORIGINAL_MAX,
+    rfc3339, Attached, Epoch, Group, Hold, Instance, LaunchSource, MaxRaise, Netting, Tags, TemplateVersion,
+    TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX,
 };
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::pools::{self, Backoffs};
@@ -145,6 +145,47 @@ pub async fn send_swaps<C: Cloud>(
     cloud.send(&config.swap_queue_url, messages).await
 }
 
+/// Sets MaxSize of `group` to `to` under `record`, written first (with `tags`, anything else to
+/// write in the same call) so that a crash between the two leaves a change a scan can repair.
+/// The record then follows what happened, so that it never claims a value that is not ours (an
+/// operator may set that very value later, and it would be taken back): a change the service
+/// refused takes the record back to `previous` (none: the tag goes), a change made drops the
+/// value it replaced. Those follow-ups are best effort: a failed one is logged, and leaves the
+/// record as it is today.
+pub async fn set_max_recorded<C: Cloud>(
+    cloud: &C,
+    group: &str,
+    previous: Option<MaxRaise>,
+    record: MaxRaise,
+    to: i32,
+    mut tags: Tags,
+) -> Result<(), AwsError> {
+    tags.insert(TAG_ORIGINAL_MAX.to_string(), record.value());
+    cloud.tag_group(group, &tags).await?;
+    let followed = match cloud.set_max_size(group, to).await {
+        Ok(()) if record.before.is_none() => return Ok(()),
+        Ok(()) => {
+            let made = MaxRaise { before: None, ..record };
+            cloud.tag_group(group, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), made.value())])).await
+        }
+        Err(e) if e.refused() => {
+            let taken_back = match previous {
+                Some(p) => cloud.tag_group(group, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), p.value())])).await,
+                None => cloud.untag_group(group, &[TAG_ORIGINAL_MAX.to_string()]).await,
+            };
+            if let Err(t) = taken_back {
+                warn!(asg = %group, error = %t, "could not take back the record of a MaxSize change refused");
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = followed {
+        warn!(asg = %group, error = %e, "could not record that MaxSize is now {to}");
+    }
+    Ok(())
+}
+
 /// Puts back the MaxSize a swap raised on `group` (read fresh by the caller, who has checked that
 /// no swap of it is under way), and removes the tag that recorded it: see [`max_repair`].
 /// `Ok(None)` when there is nothing to do; `Err` when a call failed (the scanner retries later).
@@ -163,11 +204,15 @@ pub async fn put_max_back<C: Cloud>(
     };
     // A part of the raise left: recorded before the change, as a raise is. All of it given back
     // (or someone else's value found): the record goes after.
-    if let Some(left) = &repair.tag {
-        cloud.tag_group(&group.name, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), left.value())])).await?;
+    match (repair.set_max, repair.tag) {
+        (Some(max), Some(left)) => {
+            let previous = state.original_max.clone().and_then(Result::ok);
+            set_max_recorded(cloud, &group.name, previous, left, max, Tags::new()).await?;
+        }
+        (Some(max), None) => cloud.set_max_size(&group.name, max).await?,
+        _ => {}
     }
     if let Some(max) = repair.set_max {
-        cloud.set_max_size(&group.name, max).await?;
         info!(asg = %group.name, from = group.max, to = max, "gave back the MaxSize our swaps raised");
     } else if repair.tag.is_none() {
         info!(asg = %group.name, max = group.max, "MaxSize was set by someone else since our raise: theirs stands");

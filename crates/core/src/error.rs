@@ -51,6 +51,19 @@ impl AwsError {
         Self { operation, code, message, transient }
     }
 
+    /// The service answered that it did not do it (throttled, invalid, denied: a 4xx answer).
+    /// Not after a timeout or a 5xx answer, where the change may have been made all the same.
+    pub fn refused(&self) -> bool {
+        // The retried codes that come with a 5xx answer; every other code here is a 4xx one.
+        const MAYBE_DONE: &[&str] =
+            &["ServiceUnavailable", "SlowDown", "InternalError", "InternalFailure", "Unavailable"];
+        match self.code.as_deref() {
+            None => false,
+            Some(c) if MAYBE_DONE.contains(&c) => false,
+            Some(c) => !self.transient || THROTTLING_CODES.contains(&c),
+        }
+    }
+
     /// A failure before any answer from the service (timeout, connection refused, ...).
     pub fn unanswered(operation: &'static str, message: String) -> Self {
         Self { operation, code: None, message: Some(message), transient: true }
@@ -77,4 +90,29 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
     Invalid { name: &'static str, value: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsError;
+
+    #[test]
+    fn refused_is_an_answer_that_nothing_was_done() {
+        let answered = |code: &str, http_5xx| {
+            AwsError::new("autoscaling:UpdateAutoScalingGroup", Some(code.into()), None, http_5xx)
+        };
+        let table = [
+            (answered("Throttling", false), true),
+            (answered("ValidationError", false), true),
+            (answered("AccessDenied", false), true),
+            (answered("ResourceContention", false), true),
+            (answered("InternalFailure", true), false),
+            (answered("ServiceUnavailable", true), false),
+            (answered("SomethingNew", true), false),
+            (AwsError::unanswered("autoscaling:UpdateAutoScalingGroup", "timed out".into()), false),
+        ];
+        for (error, refused) in table {
+            assert_eq!(error.refused(), refused, "{error}");
+        }
+    }
 }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::actions::{
     current_template, mark, on_error, paused, put_max_back, read_group, record_ids, send_swaps, set_aside,
+    set_max_recorded,
 };
 use crate::cloud::{Cloud, InstanceQuery, ANY_STATE, LIVE};
 use crate::config::Config;
@@ -108,11 +109,17 @@ impl<C: Cloud> Swap<'_, C> {
             Err(outcome) => return outcome,
         };
         let attached = group.member(spot_id).is_some();
+        // A copy that died after its attach is no longer a member, but the +1 of its attach
+        // stays in desired until its swap gives it back.
+        let died_attached = !spot.is_live() && Attached::pending(&spot, &group);
         if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
-            // Opted out mid-swap: nothing goes on, and a copy already attached comes back out,
-            // so that the group is as its operator left it.
+            // Opted out mid-swap: nothing goes on, and a copy already attached comes back out
+            // (or, dead, its +1), so that the group is as its operator left it.
             if attached && spot.is_live() && group.replaced_still_here(&spot) {
                 return self.roll_back(&spot, &group, format!("group {group_name} was opted out mid-swap")).await;
+            }
+            if died_attached {
+                return self.copy_gone(&spot, &group).await;
             }
             return Outcome::Dropped(format!(
                 "group {group_name} is no longer opted in; the scanner will clean up {spot_id}"
@@ -121,7 +128,7 @@ impl<C: Cloud> Swap<'_, C> {
         // Dry-run changes nothing; a disabled group starts nothing new, but a swap already past
         // its attach is finished, so that no extra instance is left in the group.
         let policy = GroupState::read(&group.tags, &self.config.policy).policy;
-        if policy.mode == Mode::DryRun || (policy.mode == Mode::Disabled && !attached) {
+        if policy.mode == Mode::DryRun || (policy.mode == Mode::Disabled && !attached && !died_attached) {
             if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
                 return outcome;
             }
@@ -258,25 +265,21 @@ impl<C: Cloud> Swap<'_, C> {
         // AttachInstances fails when desired + 1 > MaxSize; what we raise is recorded in the same
         // call, before the raise, so a crash here can be repaired by a scan.
         let state = GroupState::read(&group.tags, &self.config.policy);
-        let raise = group.desired + 1 > group.max;
-        let mut tags = Tags::new();
+        let mut mark = Tags::new();
         if !state.swap_marked {
-            tags.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
+            mark.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
         }
-        if raise {
-            let previous = state.original_max.clone().and_then(Result::ok);
-            tags.insert(TAG_ORIGINAL_MAX.to_string(), MaxRaise::next(previous, group.max, group.desired + 1).value());
-        }
-        if !tags.is_empty() {
-            if let Err(e) = self.cloud.tag_group(&group.name, &tags).await {
+        if group.desired + 1 > group.max {
+            let (previous, to) = (state.original_max.clone().and_then(Result::ok), group.desired + 1);
+            let record = MaxRaise::next(previous, group.max, to);
+            if let Err(e) = set_max_recorded(self.cloud, &group.name, previous, record, to, mark).await {
+                return on_error("could not mark the group and raise MaxSize before the attach", e);
+            }
+            info!(asg = %group.name, from = group.max, to, "raised MaxSize to attach");
+        } else if !mark.is_empty() {
+            if let Err(e) = self.cloud.tag_group(&group.name, &mark).await {
                 return on_error("could not mark the group before the attach", e);
             }
-        }
-        if raise {
-            if let Err(e) = self.cloud.set_max_size(&group.name, group.desired + 1).await {
-                return on_error("could not raise MaxSize", e);
-            }
-            info!(asg = %group.name, from = group.max, to = group.desired + 1, "raised MaxSize to attach");
         }
         // What this attach produces, on the copy, before the attach: see the module documentation.
         let record = Attached { at: self.now, desired: group.desired + 1, netting: None };
