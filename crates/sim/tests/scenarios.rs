@@ -1,7 +1,10 @@
 //! Scripted scenarios on the simulated account: each forces one situation the random seeds
 //! found, with the real handlers, and checks the invariants after every call as the seeds do.
 
-use asg_core::domain::model::{Hook, InstanceState, Lifecycle, TAG_HOLD, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
+use asg_core::domain::model::{
+    Hook, InstanceState, Lifecycle, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+};
+use asg_core::domain::policy::TAG_MODE;
 use asg_sim::driver::{Harness, SPOT_QUEUE, SWAP_QUEUE};
 use asg_sim::world::{SimHook, World};
 use asg_sim::START;
@@ -233,4 +236,63 @@ fn a_rebalance_recommendation_leaves_a_serving_copy_whose_attach_it_cannot_net_o
     assert!(outcome.to_string().contains("left running"), "{outcome}");
     assert!(in_service(&h, older), "the copy serves on");
     assert_clean(&h, h.violations());
+}
+
+/// Soak seeds 608 and 891: the raise before an attach is refused (throttled) after its record
+/// is written; an operator then sets MaxSize to the very value the refused raise would have set,
+/// and the next delivery needs no raise. A record left claiming that value had the give-back
+/// take the operator's MaxSize away.
+#[test]
+fn a_raise_refused_leaves_no_claim_on_a_max_size_an_operator_sets_later() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    h.throttle_next("autoscaling:UpdateAutoScalingGroup");
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 2), "the raise was refused");
+        assert!(!g.tags.contains_key(TAG_ORIGINAL_MAX), "and its record taken back: {:?}", g.tags);
+    });
+    h.operator("web", None, Some(3));
+    h.advance(400);
+    swap_for(&mut h, 120, |_| {});
+    assert!(in_service(&h, &copy) && !in_service(&h, &old), "the swap went on without a raise\n{}", h.trace());
+    // The scans go on and replace the other instance, with a raise of their own and its give-back.
+    for _ in 0..20 {
+        h.scan();
+        h.deliver(SPOT_QUEUE);
+        swap_for(&mut h, 120, |_| {});
+    }
+    assert_eq!(h.world(|w| w.groups["web"].max), 3, "the operator's MaxSize stands");
+    assert_clean(&h, h.at_rest());
+}
+
+/// Soak seed 643: a group disabled by its operator while a copy was attached and waiting for
+/// its target group, and the copy then dies. The swap was dropped ("disabled: nothing
+/// changed") since the dead copy is no longer a member, and desired stayed one above the
+/// operator's value for good. A swap past its attach is finished whatever the mode says.
+#[test]
+fn a_copy_that_dies_after_its_attach_in_a_group_disabled_meanwhile_gives_back_its_attach() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, _) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for the target group");
+    h.world(|w| {
+        w.groups.get_mut("web").unwrap().tags.insert(TAG_MODE.into(), "disabled".into());
+        w.kill(&copy, "Server.InternalError");
+    });
+    // The group replaces the copy at desired 3; the swap gives the +1 back once it has.
+    h.world(|w| w.timing.target_healthy = (60, 60));
+    swap_for(&mut h, 1200, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (3, 2), "desired as the operator left it; MaxSize for the scan");
+    });
+    h.scan();
+    assert_eq!(h.world(|w| w.groups["web"].max), 2);
+    assert_clean(&h, h.at_rest());
 }

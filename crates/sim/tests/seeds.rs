@@ -11,7 +11,7 @@ const SEEDS: u64 = 300;
 
 /// Seeds of this range that still break an invariant, each kept below as an ignored test with
 /// the defect it shows; skipped by the run over many seeds so that a new failure stands out.
-const KNOWN: &[u64] = &[36, 101, 156, 241, 271];
+const KNOWN: &[u64] = &[36, 116, 156, 271];
 
 fn assert_clean(report: Report) {
     assert!(report.violations.is_empty(), "{}", report.explain());
@@ -101,6 +101,20 @@ fn seed_572_a_recommendation_took_out_a_serving_copy() {
     assert_clean(run(572));
 }
 
+/// Found MaxSize given back below a value an operator set: a raise refused (throttled) after
+/// its record was written left the record claiming a value we never set, and the operator later
+/// set that very value (608, 891; scenario: `a_raise_refused_leaves_no_claim_on_a_max_size_an_
+/// operator_sets_later`), or a give-back in two steps left the value it replaced claimed (552).
+/// And a copy that died after its attach in a group disabled meanwhile: its swap was dropped and
+/// desired stayed one above the operator's (643; scenario: `a_copy_that_dies_after_its_attach_
+/// in_a_group_disabled_meanwhile_gives_back_its_attach`).
+#[test]
+fn seeds_552_608_643_891_max_size_records_and_a_disabled_group() {
+    for seed in [552, 608, 643, 891] {
+        assert_clean(run(seed));
+    }
+}
+
 /// Two attaches pending in one group (desired 4 -> 5 -> 6), then a scale-in by one (6 -> 5):
 /// the younger swap sees desired moved and keeps both instances, but the older one finds
 /// desired equal to the value its own attach recorded (5) and retires with decrement, taking
@@ -122,18 +136,17 @@ fn seed_36_an_attach_never_netted_out() {
     assert_clean(run(36));
 }
 
-/// By its end state (0/8/8 for 0/7/7), the class of seed 36; not traced call by call.
+/// A swap retires its instance with a decrement, but the mark that records the retire on its
+/// copy is throttled; the swap ends as done all the same. Its copy then looks like an attach
+/// still pending to the group's other swaps: an older one counts it as a younger attach not
+/// netted out, finds desired one short of what that explains, takes it for an operator's
+/// change and keeps both instances, leaving its own +1 in desired (ends 6/7/7 for 6/7/6).
+/// Re-delivering the swap until the mark is written was tried: 16 of seeds 1 to 1,300 failed
+/// instead of 12, other seeds, so it was not kept.
 #[test]
-#[ignore = "issue 11, open: an attach's +1 survives concurrent swaps in one group, MaxSize with it"]
-fn seed_101_an_attach_never_netted_out() {
-    assert_clean(run(101));
-}
-
-/// By its end state (2/3/2 for 2/3/3), the class of seed 271; not traced call by call.
-#[test]
-#[ignore = "issue 11, open: an older swap's recorded desired coincides with a scale-in's value"]
-fn seed_241_scale_in_coincides_with_an_older_attach() {
-    assert_clean(run(241));
+#[ignore = "issue 11, open: a retire whose mark on the copy failed still counts as a pending attach"]
+fn seed_116_a_retire_not_recorded_counts_as_pending() {
+    assert_clean(run(116));
 }
 
 /// A copy of ours still outside its group when the rest period ends: not a leak (it is within
