@@ -25,6 +25,9 @@ async fn start_with<C: Cloud + Clone>(
     groups: &[(&str, i32, i32, i32, bool)],
     wrap: impl Fn(AwsCloud) -> C,
 ) -> (Moto, Pipeline<C>) {
+    // The functions' log lines, printed with the output of a test that fails.
+    let filter = tracing_subscriber::EnvFilter::new("warn,asg_core=info");
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
     let moto = Moto::start();
     let sdk = moto.sdk_config();
     let account = Account::create(&sdk).await;
@@ -984,6 +987,8 @@ async fn the_swapper_waits_for_the_target_group_and_a_group_with_a_launch_hook_i
     // Healthy: the next delivery retires the instance, and the group is as it was.
     faults.targets_initial.store(false, Ordering::SeqCst);
     p.drain(Consumer::Swapper, Duration::from_secs(60)).await;
+    let dead = p.account.drain_dlq(&p.account.swap_dlq).await;
+    assert!(dead.is_empty(), "the swap was dead-lettered (the log lines above say why): {dead:?}");
     let web = p.account.group("web").await;
     assert!(!web.on_demand().contains(&old.as_str()) && web.spot().len() == 1, "{web:?}");
     assert_eq!((web.min, web.max, web.desired), (1, 2, 1));
