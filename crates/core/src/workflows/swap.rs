@@ -265,19 +265,19 @@ impl<C: Cloud> Swap<'_, C> {
         // AttachInstances fails when desired + 1 > MaxSize; what we raise is recorded in the same
         // call, before the raise, so a crash here can be repaired by a scan.
         let state = GroupState::read(&group.tags, &self.config.policy);
-        let mut mark = Tags::new();
+        let mut marker = Tags::new();
         if !state.swap_marked {
-            mark.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
+            marker.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
         }
         if group.desired + 1 > group.max {
             let (previous, to) = (state.original_max.clone().and_then(Result::ok), group.desired + 1);
             let record = MaxRaise::next(previous, group.max, to);
-            if let Err(e) = set_max_recorded(self.cloud, &group.name, previous, record, to, mark).await {
+            if let Err(e) = set_max_recorded(self.cloud, &group.name, previous, record, to, marker).await {
                 return on_error("could not mark the group and raise MaxSize before the attach", e);
             }
             info!(asg = %group.name, from = group.max, to, "raised MaxSize to attach");
-        } else if !mark.is_empty() {
-            if let Err(e) = self.cloud.tag_group(&group.name, &mark).await {
+        } else if !marker.is_empty() {
+            if let Err(e) = self.cloud.tag_group(&group.name, &marker).await {
                 return on_error("could not mark the group before the attach", e);
             }
         }
