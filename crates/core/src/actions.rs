@@ -148,10 +148,11 @@ pub async fn send_swaps<C: Cloud>(
 /// Sets MaxSize of `group` to `to` under `record`, written first (with `tags`, anything else to
 /// write in the same call) so that a crash between the two leaves a change a scan can repair.
 /// The record then follows what happened, so that it never claims a value that is not ours (an
-/// operator may set that very value later, and it would be taken back): a change the service
-/// refused takes the record back to `previous` (none: the tag goes), a change made drops the
-/// value it replaced. Those follow-ups are best effort: a failed one is logged, and leaves the
-/// record as it is today.
+/// operator may set that very value later, and it would be taken back): a change not made (the
+/// service refused it, or, after no answer or a 5xx one, a fresh read shows it not made) takes
+/// the record back to `previous` (none: the tag goes); a change made drops the value it
+/// replaced. Those follow-ups are best effort: a failed one is logged and leaves the record as
+/// it was.
 pub async fn set_max_recorded<C: Cloud>(
     cloud: &C,
     group: &str,
@@ -168,17 +169,20 @@ pub async fn set_max_recorded<C: Cloud>(
             let made = MaxRaise { before: None, ..record };
             cloud.tag_group(group, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), made.value())])).await
         }
-        Err(e) if e.refused() => {
-            let taken_back = match previous {
-                Some(p) => cloud.tag_group(group, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), p.value())])).await,
-                None => cloud.untag_group(group, &[TAG_ORIGINAL_MAX.to_string()]).await,
-            };
-            if let Err(t) = taken_back {
-                warn!(asg = %group, error = %t, "could not take back the record of a MaxSize change refused");
+        Err(e) => {
+            // No answer, or a 5xx one: the change may have been made; a fresh read says whether.
+            let not_made = e.refused() || matches!(read_group(cloud, group).await, Ok(Some(g)) if g.max != to);
+            if not_made {
+                let taken_back = match previous {
+                    Some(p) => cloud.tag_group(group, &Tags::from([(TAG_ORIGINAL_MAX.to_string(), p.value())])).await,
+                    None => cloud.untag_group(group, &[TAG_ORIGINAL_MAX.to_string()]).await,
+                };
+                if let Err(t) = taken_back {
+                    warn!(asg = %group, error = %t, "could not take back the record of a MaxSize change not made");
+                }
             }
             return Err(e);
         }
-        Err(e) => return Err(e),
     };
     if let Err(e) = followed {
         warn!(asg = %group, error = %e, "could not record that MaxSize is now {to}");

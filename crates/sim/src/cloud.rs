@@ -37,6 +37,8 @@ pub struct Faults {
     pub server_error: f64,
     /// Operations whose next call is throttled, once each (scripted scenarios).
     pub throttle_next: Vec<String>,
+    /// Operations whose next call answers a 5xx, once each, having made its change or not.
+    pub server_error_next: Vec<(String, bool)>,
 }
 
 /// The account and everything that watches it, shared by the four functions' [`SimCloud`]s.
@@ -153,8 +155,14 @@ impl SimCloud {
             sim.log(format!("{op} {what} -> Throttling (injected)"));
             return Err(AwsError::new(op, Some("Throttling".into()), Some("Rate exceeded".into()), false));
         }
-        let server_error = sim.rng.chance(sim.faults.server_error);
-        if server_error && (mutation.is_none() || sim.rng.chance(0.5)) {
+        let scripted = sim.faults.server_error_next.iter().position(|(o, _)| o == op);
+        let scripted = scripted.map(|k| sim.faults.server_error_next.remove(k).1);
+        let server_error = scripted.is_some() || sim.rng.chance(sim.faults.server_error);
+        let before_acting = match scripted {
+            Some(made) => !made,
+            None => server_error && (mutation.is_none() || sim.rng.chance(0.5)),
+        };
+        if before_acting {
             sim.log(format!("{op} {what} -> InternalError before acting (injected)"));
             return Err(AwsError::new(op, Some("InternalError".into()), Some("injected".into()), true));
         }

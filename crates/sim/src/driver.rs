@@ -880,6 +880,12 @@ impl Harness {
         self.sim.lock().unwrap_or_else(|e| e.into_inner()).faults.throttle_next.push(operation.into());
     }
 
+    /// The next call of `operation` answers a 5xx (`InternalError`), having made its change
+    /// (`made`) or not.
+    pub fn server_error_next(&self, operation: &str, made: bool) {
+        self.sim.lock().unwrap_or_else(|e| e.into_inner()).faults.server_error_next.push((operation.into(), made));
+    }
+
     pub fn scan(&self) -> ScanSummary {
         self.sim.lock().unwrap_or_else(|e| e.into_inner()).caller = "scanner".into();
         let event = LambdaEvent::new(json!({"id": "scan"}), LambdaContext::default());

@@ -267,6 +267,29 @@ fn a_raise_refused_leaves_no_claim_on_a_max_size_an_operator_sets_later() {
     assert_clean(&h, h.at_rest());
 }
 
+/// Soak seed 716, the raise answered by a 5xx instead: whether it was made, only a fresh read
+/// can say. Not made, the record goes as for a refusal; made, it stays, and the give-back puts
+/// MaxSize back once the swap is over.
+#[test]
+fn a_raise_answered_by_a_server_error_is_recorded_as_what_a_fresh_read_shows() {
+    for made in [false, true] {
+        let mut h = account();
+        let (copy, old) = copy_ready(&mut h);
+        h.server_error_next("autoscaling:UpdateAutoScalingGroup", made);
+        assert_eq!(h.deliver(SWAP_QUEUE), 1);
+        h.world(|w| {
+            let g = &w.groups["web"];
+            assert_eq!(g.max, if made { 3 } else { 2 });
+            assert_eq!(g.tags.contains_key(TAG_ORIGINAL_MAX), made, "made: {made}: {:?}", g.tags);
+        });
+        h.advance(400);
+        swap_for(&mut h, 120, |_| {});
+        assert!(in_service(&h, &copy) && !in_service(&h, &old), "made: {made}: the swap went on\n{}", h.trace());
+        assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (2, 2), "made: {made}");
+        assert_clean(&h, h.violations());
+    }
+}
+
 /// Soak seed 643: a group disabled by its operator while a copy was attached and waiting for
 /// its target group, and the copy then dies. The swap was dropped ("disabled: nothing
 /// changed") since the dead copy is no longer a member, and desired stayed one above the
