@@ -446,9 +446,10 @@ impl<C: Cloud> Swap<'_, C> {
             return self.keep_both(spot, &group, why).await;
         }
         // The reads above take a few calls: the group once more, right before the decrement, so
-        // that a scale-in meanwhile is not taken one instance further.
+        // that a scale-in meanwhile is not taken one instance further. (Desired higher is no
+        // reason to wait: the decrement still nets out this attach's +1 alone.)
         match self.group().await {
-            Ok(Some(g)) if (g.desired, g.min) == (group.desired, group.min) && g.member(od) == group.member(od) => {}
+            Ok(Some(g)) if g.desired >= group.desired && g.min == group.min && g.member(od) == group.member(od) => {}
             Ok(_) => {
                 return self.later(&format!("{} changed while the swap read it", group.name), &self.full_read()).await
             }
