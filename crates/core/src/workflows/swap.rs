@@ -445,16 +445,6 @@ impl<C: Cloud> Swap<'_, C> {
             let why = format!("retiring {od} would take {} below MinSize {}", group.name, group.min);
             return self.keep_both(spot, &group, why).await;
         }
-        // The reads above take a few calls: the group once more, right before the decrement, so
-        // that a scale-in meanwhile is not taken one instance further. (Desired higher is no
-        // reason to wait: the decrement still nets out this attach's +1 alone.)
-        match self.group().await {
-            Ok(Some(g)) if g.desired >= group.desired && g.min == group.min && g.member(od) == group.member(od) => {}
-            Ok(_) => {
-                return self.later(&format!("{} changed while the swap read it", group.name), &self.full_read()).await
-            }
-            Err(outcome) => return outcome,
-        }
         // Through the group, so its termination lifecycle hooks (draining) run.
         if let Err(e) = self.cloud.terminate_in_group(od, true).await {
             return on_error("could not retire the replaced instance", e);
