@@ -136,7 +136,7 @@ pub fn plan(r: &PlanReport, color: bool) -> String {
             said.push(format!("{}: left alone: {why}", g.name));
         }
         if let Some(why) = &g.rollout_paused {
-            said.push(format!("{}: rollout paused: {why}", g.name));
+            said.push(format!("{}: launches paused: {why}", g.name));
         }
         if g.outdated > 0 {
             said.push(format!("{}: {} outdated instances", g.name, g.outdated));
@@ -204,7 +204,7 @@ pub fn status(r: &StatusReport, color: bool) -> String {
         let pool = if b.instance_type == "*" { "every Spot pool".to_string() } else { b.instance_type.clone() };
         format!("{}: {pool} in {} backed off until {}", b.group, b.zone, b.until)
     }));
-    lines.extend(r.rollouts_paused.iter().map(|p| format!("{}: rollout paused: {}", p.group, p.why)));
+    lines.extend(r.rollouts_paused.iter().map(|p| format!("{}: launches paused: {}", p.group, p.why)));
     lines.extend(r.max_raised.iter().map(|m| format!("{}: MaxSize raised from {} (now {})", m.group, m.from, m.max)));
     lines.extend(r.leftovers.iter().map(|l| format!("{}: next scan will {}", l.group, l.what)));
     lines.extend(r.notes.iter().cloned());

@@ -1,6 +1,7 @@
 //! Scripted scenarios on the simulated account: each forces one situation the random seeds
 //! found, with the real handlers, and checks the invariants after every call as the seeds do.
 
+use asg_core::domain::drift::TAG_ROLLOUT_PAUSED;
 use asg_core::domain::model::{
     Hook, InstanceState, Lifecycle, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
@@ -146,6 +147,66 @@ fn a_group_with_a_launch_hook_is_left_alone_unless_its_tag_says_ignore() {
     assert!(why.contains("launch lifecycle hook"), "{why}");
     h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into()));
     assert_eq!(h.scan().enqueued, 1);
+}
+
+#[test]
+fn copies_that_never_serve_pause_the_launches_of_their_group_until_the_tag_goes() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        let g = w.groups.get_mut("web").unwrap();
+        // The hook installs the application, which an attached copy skips: "ignore" was a mistake.
+        g.hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
+        g.tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into());
+        g.tags.insert("asg-optimiser:healthy-deadline".into(), "300".into());
+    });
+    let (copy, old) = copy_ready(&mut h);
+    swap_for(&mut h, 900, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert!(g.member(&copy).is_none_or(|m| m.lifecycle.is_leaving()), "the copy is rolled back");
+        assert_eq!(g.member(&old).map(|m| m.lifecycle.clone()), Some(Lifecycle::InService), "the instance is kept");
+        let pause = g.tags.get(TAG_ROLLOUT_PAUSED).cloned().unwrap_or_default();
+        assert!(pause.ends_with(" unserved"), "launches paused: {pause:?}");
+    });
+    // Every further copy would fail the same way: nothing more is launched, and the scan says why.
+    h.advance(4000);
+    let summary = h.scan();
+    let why = summary.per_group[0].rollout_paused.clone().unwrap_or_default();
+    assert_eq!(summary.enqueued, 0, "{why}");
+    assert!(why.contains("never served behind the group's load balancers"), "{why}");
+    assert_clean(&h, h.at_rest());
+    // The operator fixes the tag and removes the pause: replacements start again.
+    h.world(|w| {
+        let g = w.groups.get_mut("web").unwrap();
+        g.tags.remove("asg-optimiser:launch-hooks");
+        g.tags.remove(TAG_ROLLOUT_PAUSED);
+    });
+    assert_eq!(h.scan().per_group[0].skipped.as_deref().map(|s| s.contains("launch lifecycle hook")), Some(true));
+}
+
+#[test]
+fn a_copy_the_group_replaces_as_unhealthy_before_the_deadline_pauses_the_launches_too() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        let g = w.groups.get_mut("web").unwrap();
+        g.hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
+        g.tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into());
+        (g.elb_health, g.grace) = (true, 60);
+    });
+    let (copy, old) = copy_ready(&mut h);
+    let mut replaced_by_the_group = false;
+    swap_for(&mut h, 1200, |h| replaced_by_the_group |= h.world(|w| w.groups["web"].member(&copy).is_none()));
+    assert!(replaced_by_the_group, "the group took the copy out itself\n{}", h.trace());
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!(g.member(&old).map(|m| m.lifecycle.clone()), Some(Lifecycle::InService), "the instance is kept");
+        assert!(g.tags.get(TAG_ROLLOUT_PAUSED).is_some_and(|p| p.ends_with(" unserved")), "{:?}", g.tags);
+    });
+    h.advance(4000);
+    assert_eq!(h.scan().enqueued, 0);
+    assert_clean(&h, h.at_rest());
 }
 
 #[test]

@@ -11,7 +11,7 @@ const SEEDS: u64 = 300;
 
 /// Seeds of this range that still break an invariant, each kept below as an ignored test with
 /// the defect it shows; skipped by the run over many seeds so that a new failure stands out.
-const KNOWN: &[u64] = &[36, 116, 156, 271];
+const KNOWN: &[u64] = &[36, 116, 271];
 
 fn assert_clean(report: Report) {
     assert!(report.violations.is_empty(), "{}", report.explain());
@@ -149,12 +149,16 @@ fn seed_116_a_retire_not_recorded_counts_as_pending() {
     assert_clean(run(116));
 }
 
-/// A copy of ours still outside its group when the rest period ends: not a leak (it is within
-/// its orphan deadline) but a group that does not come to rest. Its swaps queue one behind the
-/// other at the attach: each waits until the copy before it that left its group has given back
-/// its +1, which waits until every member of the group serves.
+/// A copy of ours still outside its group when the rest period ends, in a group whose launch
+/// hook installs the application while its tag says `ignore`: no attached copy could serve, so
+/// each was rolled back (or replaced by the group as unhealthy), its instance set aside, and the
+/// scanner tried the next one, for ever; the group never came to rest. Launches from a
+/// configuration whose copy never served are now paused (scenarios: `copies_that_never_serve_
+/// pause_the_launches_of_their_group_until_the_tag_goes`, `a_copy_the_group_replaces_as_
+/// unhealthy_before_the_deadline_pauses_the_launches_too`).
 #[test]
-#[ignore = "issue 11, open: one group's swaps queue behind slow give-backs and never come to rest"]
-fn seed_156_a_copy_left_outside_its_group() {
-    assert_clean(run(156));
+fn seeds_156_357_copies_that_never_serve_tried_for_ever() {
+    for seed in [156, 357] {
+        assert_clean(run(seed));
+    }
 }

@@ -1,6 +1,6 @@
 //! Configuration drift: which instances run another launch template, version or AMI than their
-//! group launches now, and the per-group pause of a rollout whose new instances failed their
-//! checks. Pure; the scanner, the spot-creator and the swapper share it.
+//! group launches now, and the per-group pause of launches from a configuration whose new
+//! instances failed. Pure; the scanner, the spot-creator and the swapper share it.
 
 use crate::domain::model::{Epoch, Instance, TemplateVersion};
 
@@ -9,8 +9,9 @@ use crate::domain::model::{Epoch, Instance, TemplateVersion};
 pub const TAG_TEMPLATE_ID: &str = "aws:ec2launchtemplate:id";
 pub const TAG_TEMPLATE_VERSION: &str = "aws:ec2launchtemplate:version";
 /// On a group: `<fingerprint> <epoch>`, the configuration whose new instances did not pass their
-/// status checks, and since when. No instance is launched from that configuration until the
-/// group's template changes or someone removes the tag.
+/// status checks during a rollout, and since when; `<fingerprint> <epoch> unserved`, one whose
+/// copy never served behind the group's load balancers (see [`Cause`]). No instance is launched
+/// from that configuration until the group's template changes or someone removes the tag.
 pub const TAG_ROLLOUT_PAUSED: &str = "asg-optimiser:rollout-paused";
 
 /// Why `i` runs another configuration than `current`, if it does. An instance without the
@@ -36,25 +37,46 @@ pub fn fingerprint(v: &TemplateVersion) -> String {
     format!("{}:{}:{}", v.template_id, v.number, v.image_id.as_deref().unwrap_or_default())
 }
 
-/// The tag value that pauses the rollout of `current`.
-pub fn pause_value(current: &TemplateVersion, now: Epoch) -> String {
-    format!("{} {now}", fingerprint(current))
+/// Why the launches from a configuration are paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A new instance of it failed its status checks while it replaced an older one (a rollout).
+    Checks,
+    /// An attached copy of it never served behind the group's load balancers: for example a
+    /// launch hook that installs the application, which an attached instance skips, tagged
+    /// `ignore` by mistake. Every further copy would fail the same way.
+    Unserved,
 }
 
-/// A rollout pause as [`TAG_ROLLOUT_PAUSED`] records it.
+const UNSERVED: &str = "unserved";
+
+/// The tag value that pauses the launches from `current`.
+pub fn pause_value(current: &TemplateVersion, now: Epoch, cause: Cause) -> String {
+    match cause {
+        Cause::Checks => format!("{} {now}", fingerprint(current)),
+        Cause::Unserved => format!("{} {now} {UNSERVED}", fingerprint(current)),
+    }
+}
+
+/// A pause as [`TAG_ROLLOUT_PAUSED`] records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutPause {
     fingerprint: String,
     /// `None` when the tag cannot be read: then it pauses nothing and names no configuration.
     since: Option<Epoch>,
+    pub cause: Cause,
 }
 
 impl RolloutPause {
     pub fn parse(raw: &str) -> RolloutPause {
-        match raw.trim().split_once(' ') {
-            Some((print, since)) => RolloutPause { fingerprint: print.to_string(), since: since.trim().parse().ok() },
-            None => RolloutPause { fingerprint: String::new(), since: None },
-        }
+        let words: Vec<&str> = raw.split_whitespace().collect();
+        let (since, cause) = match words[..] {
+            [_, since] => (since.parse().ok(), Cause::Checks),
+            [_, since, UNSERVED] => (since.parse().ok(), Cause::Unserved),
+            _ => (None, Cause::Checks),
+        };
+        let fingerprint = words.first().filter(|_| since.is_some()).unwrap_or(&"").to_string();
+        RolloutPause { fingerprint, since, cause }
     }
 
     /// Since when the rollout of `current` is paused, if it is. A pause recorded for another
@@ -119,13 +141,17 @@ mod tests {
 
     #[test]
     fn a_pause_holds_only_for_the_configuration_it_names() {
-        let pause = RolloutPause::parse(&pause_value(&current(), 1_800_000_000));
-        assert_eq!(pause.since(&current()), Some(1_800_000_000));
+        let pause = RolloutPause::parse(&pause_value(&current(), 1_800_000_000, Cause::Checks));
+        assert_eq!((pause.since(&current()), pause.cause), (Some(1_800_000_000), Cause::Checks));
+        let unserved = RolloutPause::parse(&pause_value(&current(), 1_800_000_000, Cause::Unserved));
+        assert_eq!((unserved.since(&current()), unserved.cause), (Some(1_800_000_000), Cause::Unserved));
         let next = TemplateVersion { number: 4, ..current() };
         assert_eq!(pause.since(&next), None);
         let reresolved = TemplateVersion { image_id: Some("ami-newer".into()), ..current() };
         assert_eq!(pause.since(&reresolved), None);
-        for garbage in ["garbage", "", "lt-1:3:ami-new soon"] {
+        for garbage in
+            ["garbage", "", "lt-1:3:ami-new soon", "lt-1:3:ami-new 1800000000 bored", "lt-1:3:ami-new 1 unserved x"]
+        {
             assert_eq!(RolloutPause::parse(garbage).since(&current()), None, "{garbage:?}");
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::drift::{drift, TAG_ROLLOUT_PAUSED};
+use crate::domain::drift::{drift, Cause, TAG_ROLLOUT_PAUSED};
 use crate::domain::model::{
     rfc3339, Epoch, Group, Hold, Instance, InstanceState, Lifecycle, Market, Member, TemplateVersion, TAG_REPLACES,
 };
@@ -248,8 +248,12 @@ fn plan_group(
         // cannot be compared with the one that was), nothing is launched for this group.
         plan.rollout_paused = match current {
             Some(c) => state.paused_since(c).map(|since| {
+                let failed = match state.rollout_pause.as_ref().map(|p| p.cause) {
+                    Some(Cause::Unserved) => "never served behind the group's load balancers after their attach",
+                    _ => "failed their status checks",
+                };
                 format!(
-                    "new instances of {}:{} ({}) failed their status checks at {}; old instances kept. \
+                    "new instances of {}:{} ({}) {failed} at {}; old instances kept. \
                      Publish a new version or remove the tag {TAG_ROLLOUT_PAUSED} to resume",
                     c.template_id,
                     c.number,
@@ -656,7 +660,10 @@ mod tests {
         let (mut g, instances) = floor_group(4, 4, &[]);
         let instances: Vec<Instance> = instances.into_iter().map(|i| outdated(i, "1")).collect();
         let cur = current();
-        g.tags.insert(TAG_ROLLOUT_PAUSED.into(), crate::domain::drift::pause_value(&cur["web"], NOW - 60));
+        g.tags.insert(
+            TAG_ROLLOUT_PAUSED.into(),
+            crate::domain::drift::pause_value(&cur["web"], NOW - 60, crate::domain::drift::Cause::Checks),
+        );
         let plan = plan_scan(&ScanInput { current: cur.clone(), ..input(vec![g.clone()], instances.clone(), vec![]) });
         let gp = &plan.groups[0];
         assert!(gp.candidates.is_empty() && gp.rollout.is_empty(), "{gp:?}");

@@ -63,7 +63,7 @@ impl GroupState {
 mod tests {
     use super::*;
 
-    use crate::domain::drift::pause_value;
+    use crate::domain::drift::{pause_value, Cause};
     use crate::domain::policy::{Mode, TAG_MODE};
     use crate::domain::pools::TAG_BACKOFF_PREFIX;
 
@@ -79,7 +79,7 @@ mod tests {
             &tags(&[
                 (TAG_MODE, "dry-run"),
                 (&backoff, "m5.large=100 junk"),
-                (TAG_ROLLOUT_PAUSED, &pause_value(&current, 50)),
+                (TAG_ROLLOUT_PAUSED, &pause_value(&current, 50, Cause::Checks)),
                 (TAG_ORIGINAL_MAX, "4"),
             ]),
             &Policy::default(),

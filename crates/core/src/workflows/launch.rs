@@ -10,7 +10,7 @@ use crate::actions::{
 };
 use crate::cloud::{Cloud, InstanceQuery, LIVE, NOT_TERMINATED};
 use crate::config::Config;
-use crate::domain::drift::drift;
+use crate::domain::drift::{drift, Cause};
 use crate::domain::model::{
     rfc3339, Epoch, Hold, Instance, InstanceState, Launch, LaunchResult, LaunchSource, Lifecycle, Market, TAG_GROUP,
     TAG_REPLACES,
@@ -133,8 +133,12 @@ async fn run<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, req: &Spot
     };
     if let Some(since) = current.as_ref().and_then(|c| state.paused_since(c)) {
         return Outcome::Dropped(format!(
-            "the rollout of {group_name} is paused since {}: its current configuration failed its checks",
-            rfc3339(since)
+            "launches for {group_name} are paused since {}: a new instance of its current configuration {}",
+            rfc3339(since),
+            match state.rollout_pause.as_ref().map(|p| p.cause) {
+                Some(Cause::Unserved) => "never served behind its load balancers",
+                _ => "failed its status checks",
+            }
         ));
     }
     // A rollout replaces an instance in its own market only while it is outdated; a rebalance

@@ -19,7 +19,7 @@ use crate::actions::{
 };
 use crate::cloud::{Cloud, InstanceQuery, ANY_STATE, LIVE};
 use crate::config::Config;
-use crate::domain::drift::{drift, fingerprint, pause_value, TAG_ROLLOUT_PAUSED};
+use crate::domain::drift::{drift, fingerprint, pause_value, Cause, TAG_ROLLOUT_PAUSED};
 use crate::domain::housekeeping::busy;
 use crate::domain::model::{
     Attached, Epoch, Group, Health, Hook, Instance, Lifecycle, Market, MaxRaise, Netting, Tags, TAG_ATTACHED,
@@ -42,6 +42,9 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body:
 fn not_ready(id: &str, h: &Health) -> String {
     format!("{id} has not passed its status checks (state {}, system {}, instance {})", h.state, h.system, h.instance)
 }
+
+/// The state reason of a Spot instance EC2 reclaimed.
+const SPOT_RECLAIMED: &str = "Server.SpotInstanceTermination";
 
 /// Target-group states and Classic Load Balancer states that mean the copy serves.
 const HEALTHY: &str = "healthy";
@@ -215,7 +218,7 @@ impl<C: Cloud> Swap<'_, C> {
             if past_deadline {
                 // Only a copy that failed its own checks says anything about its configuration.
                 if checks {
-                    self.pause_rollout(spot, &group).await;
+                    self.pause(spot, &group, Cause::Checks).await;
                 }
                 return self
                     .abandon(spot, format!("not ready {} s after launch: {why}", self.config.ready_deadline))
@@ -351,12 +354,16 @@ impl<C: Cloud> Swap<'_, C> {
             return Outcome::Done(format!("the swap of {od} for {spot_id} is over"));
         }
         if spot_member.lifecycle.is_leaving() {
+            if self.left_unserved(spot, &group) {
+                self.pause(spot, &group, Cause::Unserved).await;
+            }
             return self.settle(spot, &group, format!("{spot_id} is {} in the group", spot_member.lifecycle)).await;
         }
         let attached_at = record.map_or(spot.launch_time, |r| r.at);
         let healthy_by = attached_at + policy.healthy_deadline;
         if spot_member.lifecycle != Lifecycle::InService {
             if self.now >= healthy_by {
+                self.pause(spot, &group, Cause::Unserved).await;
                 return self
                     .roll_back(spot, &group, format!("{spot_id} still {} after attach", spot_member.lifecycle))
                     .await;
@@ -403,6 +410,7 @@ impl<C: Cloud> Swap<'_, C> {
         match unhealthy {
             Ok(None) => {}
             Ok(Some(why)) if self.now >= healthy_by => {
+                self.pause(spot, &group, Cause::Unserved).await;
                 let outcome = self.roll_back(
                     spot,
                     &group,
@@ -491,7 +499,12 @@ impl<C: Cloud> Swap<'_, C> {
             Some(_) if !Attached::pending(spot, group) => {
                 Outcome::Done(format!("{what} after its swap netted out its attach; the group replaces it"))
             }
-            Some(_) => self.settle(spot, group, format!("{what} after its attach")).await,
+            Some(_) => {
+                if self.left_unserved(spot, group) {
+                    self.pause(spot, group, Cause::Unserved).await;
+                }
+                self.settle(spot, group, format!("{what} after its attach")).await
+            }
             None => {
                 // Never attached: e.g. a KMS key the launching role may not use kills it at launch.
                 warn!(asg = %group.name, new = %spot_id, state = %spot.state, reason = %reason, "the copy died before its attach");
@@ -565,6 +578,17 @@ impl<C: Cloud> Swap<'_, C> {
         warn!(asg = %group.name, desired = record.desired - 1, reason = %what, "gave back the desired capacity our attach added");
         self.metrics.incr(if spot.is_live() { metrics::REPLACEMENTS_COMPLETED } else { metrics::REPLACEMENTS_FAILED });
         Outcome::Done(format!("{what}; desired back to {}", record.desired - 1))
+    }
+
+    /// Whether the copy, leaving or gone after its attach, left while this swap waited for it to
+    /// serve behind the load balancers because it did not: taken out by the group as unhealthy
+    /// (desired still what its attach made it, so not a scale-in), not reclaimed by EC2. Every
+    /// copy of its configuration may do the same.
+    fn left_unserved(&self, spot: &Instance, group: &Group) -> bool {
+        self.req.healthy_by.is_some()
+            && Attached::pending(spot, group)
+            && Attached::decrements(spot, group.desired)
+            && spot.state_reason.as_deref() != Some(SPOT_RECLAIMED)
     }
 
     /// Our copies for this group whose attach is recorded and not netted out yet, leaving out
@@ -646,37 +670,45 @@ impl<C: Cloud> Swap<'_, C> {
         }
     }
 
-    /// The copy never became ready. If it runs the group's current configuration and the
-    /// instance it replaces does not, that configuration is being rolled out and is bad: pause
-    /// it for the whole group (see [`crate::domain::drift`]), not just for this instance.
-    async fn pause_rollout(&self, spot: &Instance, group: &Group) {
+    /// The copy failed in a way every copy of its configuration would: pause the launches from
+    /// that configuration for the whole group (see [`crate::domain::drift`]), not just for this
+    /// instance. Only if the copy runs the group's current configuration; for failed status
+    /// checks, only while that configuration is being rolled out (the instance it replaces runs
+    /// an older one), since an instance the group launched would fail them too.
+    async fn pause(&self, spot: &Instance, group: &Group, cause: Cause) {
         let state = GroupState::read(&group.tags, &self.config.policy);
-        if !state.policy.rollout {
+        if cause == Cause::Checks && !state.policy.rollout {
             return;
         }
         let current = match current_template(self.cloud, group).await {
             Ok(Some(c)) => c,
             Ok(None) => return,
-            Err(e) => return warn!(error = %e, "could not read the launch template; rollout not paused"),
+            Err(e) => return warn!(error = %e, "could not read the launch template; launches not paused"),
         };
         if drift(spot, &current).is_some() || state.paused_since(&current).is_some() {
             // Launched from a configuration the group has left already, or paused already.
             return;
         }
-        let old = match self.cloud.instances(&InstanceQuery::Ids(vec![self.req.old.clone()]), ANY_STATE).await {
-            Ok(found) => found.into_iter().next(),
-            Err(e) => return warn!(error = %e, "could not read the replaced instance; rollout not paused"),
-        };
-        if old.is_none_or(|o| drift(&o, &current).is_none()) {
-            return;
+        if cause == Cause::Checks {
+            let old = match self.cloud.instances(&InstanceQuery::Ids(vec![self.req.old.clone()]), ANY_STATE).await {
+                Ok(found) => found.into_iter().next(),
+                Err(e) => return warn!(error = %e, "could not read the replaced instance; rollout not paused"),
+            };
+            if old.is_none_or(|o| drift(&o, &current).is_none()) {
+                return;
+            }
         }
-        let tags = Tags::from([(TAG_ROLLOUT_PAUSED.to_string(), pause_value(&current, self.now))]);
+        let tags = Tags::from([(TAG_ROLLOUT_PAUSED.to_string(), pause_value(&current, self.now, cause))]);
+        let why = match cause {
+            Cause::Checks => "a new instance failed its status checks",
+            Cause::Unserved => "an attached copy never served behind the group's load balancers",
+        };
         match self.cloud.tag_group(&group.name, &tags).await {
             Ok(()) => {
                 self.metrics.incr(metrics::ROLLOUTS_PAUSED);
-                warn!(asg = %group.name, configuration = %fingerprint(&current), spot = %spot.id, "rollout paused: a new instance failed its status checks");
+                warn!(asg = %group.name, configuration = %fingerprint(&current), spot = %spot.id, "launches paused: {why}");
             }
-            Err(e) => warn!(asg = %group.name, error = %e, "could not pause the rollout"),
+            Err(e) => warn!(asg = %group.name, error = %e, "could not pause the launches"),
         }
     }
 
