@@ -1,9 +1,9 @@
 //! A moto server of our own on a free loopback port, stopped when dropped.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
@@ -25,21 +25,30 @@ impl Moto {
     pub fn start() -> Moto {
         let binary = moto_binary();
         assert!(binary.exists(), "{} not found: run `make venv` (or set MOTO_SERVER)", binary.display());
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port();
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: moto binds a free port itself and says which. A port picked here and handed
+        // over would be free for anyone until moto binds it, and two servers started at once
+        // could get the same one: the loser exits, and its tests talk to the other's server.
+        let mut child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(60), "moto did not listen on {addr} within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
+        let (found, port) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        // Reads moto's log to the end, so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(port) = line.split("Running on http://127.0.0.1:").nth(1) {
+                    let _ = found.send(port.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = match port.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(port)) => port,
+            other => panic!("moto did not say which port it listens on within 60 s: {other:?}"),
+        };
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
     /// SDK configuration pointing every client at this server, as `AWS_ENDPOINT_URL` would.
