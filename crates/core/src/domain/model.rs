@@ -426,6 +426,22 @@ impl Attached {
         younger.into_iter().map(|(_, c)| c).collect()
     }
 
+    /// `copy`'s record as it counts among the group's pending attaches (`copies`). Two swaps that
+    /// read the group's desired capacity at once and attach in the same second can record the
+    /// same value, when one corrected its record before the other attached; the id orders them,
+    /// as [`Attached::younger`] does, and each counts one above those of the same value ordered
+    /// before it.
+    pub fn counted(copy: &Instance, copies: &[Instance], group: &Group) -> Option<Attached> {
+        let mine = copy.attached()?;
+        let before = copies
+            .iter()
+            .filter(|c| c.id < copy.id && Attached::pending(c, group))
+            .filter_map(Instance::attached)
+            .filter(|r| (r.at, r.desired) == (mine.at, mine.desired))
+            .count() as i32;
+        Some(Attached { desired: mine.desired + before, ..mine })
+    }
+
     /// Whether taking `copy` (or the instance it replaces) out of a group whose desired capacity
     /// is `desired` should decrement: only if desired is still what the copy's attach made it (a
     /// copy attached by an older version, without a record: as that version did).
@@ -757,6 +773,14 @@ mod tests {
             Attached::younger(c, &copies, &group).into_iter().map(|y| y.id.clone()).collect()
         };
         assert_eq!(younger(&copies[0]), ["i-f", "i-b", "i-d"]);
+        // The same second and the same value: by id, each counts one above those before it.
+        let tied =
+            [copy("i-a", "i-1", Some("100 5")), copy("i-d", "i-4", Some("100 5")), copy("i-b", "i-2", Some("200 5"))];
+        let counted = |c: &Instance| Attached::counted(c, &tied, &group).map(|r| r.desired);
+        assert_eq!(tied.iter().map(counted).collect::<Vec<_>>(), [Some(5), Some(6), Some(5)], "i-b: another second");
+        assert_eq!(counted(&copies[4]), None, "no record");
+        let gone = Group { members: ["i-d", "i-b"].map(member).to_vec(), ..Default::default() };
+        assert_eq!(Attached::counted(&tied[1], &tied, &gone).map(|r| r.desired), Some(5), "i-a is not pending");
         assert_eq!(younger(&copies[5]), Vec::<String>::new(), "i-g and i-h are netted out");
         assert_eq!(younger(&copies[4]), Vec::<String>::new(), "no record: nothing to order");
         let pending: Vec<&str> =

@@ -390,16 +390,33 @@ impl<C: Cloud> Swap<'_, C> {
         // Desired capacity away from what the attach made it, and not by our own younger
         // attaches: someone else set it, counting the copy in. Seen at every read, so that a
         // change and its undoing in the meantime is not mistaken for no change at the end.
+        let mut counted = None;
         if let Some(r) = record.filter(|r| r.desired != group.desired) {
-            let younger = match self.pending_attaches(&group).await {
-                Ok(pending) => Attached::younger(spot, &pending, &group).len() as i32,
+            let pending = match self.pending_attaches(&group).await {
+                Ok(pending) => pending,
                 Err(e) => return on_error("could not read the group's other copies", e),
             };
+            // Recorded the same as another attach of the same second: see [`Attached::counted`].
+            let r = match Attached::counted(spot, &pending, &group).filter(|c| c.desired != r.desired) {
+                Some(c) => {
+                    let tag = Tags::from([(TAG_ATTACHED.to_string(), c.value())]);
+                    if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
+                        return on_error("could not record the attach on the copy", e);
+                    }
+                    let mut recorded = spot.clone();
+                    recorded.tags.extend(tag);
+                    counted = Some(recorded);
+                    c
+                }
+                None => r,
+            };
+            let younger = Attached::younger(spot, &pending, &group).len() as i32;
             if group.desired != r.desired + younger {
                 let why = format!("desired capacity of {} moved since the attach (now {})", group.name, group.desired);
-                return self.keep_both(spot, &group, why).await;
+                return self.keep_both(counted.as_ref().unwrap_or(spot), &group, why).await;
             }
         }
+        let spot = counted.as_ref().unwrap_or(spot);
         // InService is not serving: the copy must be healthy in every target group and
         // InService in every Classic Load Balancer of the group before the instance leaves. A
         // target group's `unhealthy` is not final until the deadline.
@@ -452,6 +469,15 @@ impl<C: Cloud> Swap<'_, C> {
         if group.desired - 1 < group.min {
             let why = format!("retiring {od} would take {} below MinSize {}", group.name, group.min);
             return self.keep_both(spot, &group, why).await;
+        }
+        // The reads above take a few calls: the group once more, right before the decrement, so
+        // that a scale-in meanwhile is not taken one instance further.
+        match self.group().await {
+            Ok(Some(g)) if (g.desired, g.min) == (group.desired, group.min) && g.member(od) == group.member(od) => {}
+            Ok(_) => {
+                return self.later(&format!("{} changed while the swap read it", group.name), &self.full_read()).await
+            }
+            Err(outcome) => return outcome,
         }
         // Through the group, so its termination lifecycle hooks (draining) run.
         if let Err(e) = self.cloud.terminate_in_group(od, true).await {
