@@ -153,11 +153,7 @@ fn a_group_with_a_launch_hook_is_left_alone_unless_its_tag_says_ignore() {
 fn copies_that_never_serve_pause_the_launches_of_their_group_until_the_tag_goes() {
     let mut h = account();
     h.world(|w| {
-        w.add_target_group("web");
-        let g = w.groups.get_mut("web").unwrap();
-        // The hook installs the application, which an attached copy skips: "ignore" was a mistake.
-        g.hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
-        g.tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into());
+        let g = behind_an_app_hook_ignored(w);
         g.tags.insert("asg-optimiser:healthy-deadline".into(), "300".into());
     });
     let (copy, old) = copy_ready(&mut h);
@@ -176,23 +172,33 @@ fn copies_that_never_serve_pause_the_launches_of_their_group_until_the_tag_goes(
     assert_eq!(summary.enqueued, 0, "{why}");
     assert!(why.contains("never served behind the group's load balancers"), "{why}");
     assert_clean(&h, h.at_rest());
-    // The operator fixes the tag and removes the pause: replacements start again.
+    // The operator takes back the `ignore` and removes the pause: no pause is reported, and the
+    // group is left alone for its launch hook, as it should have been from the start.
     h.world(|w| {
         let g = w.groups.get_mut("web").unwrap();
         g.tags.remove("asg-optimiser:launch-hooks");
         g.tags.remove(TAG_ROLLOUT_PAUSED);
     });
-    assert_eq!(h.scan().per_group[0].skipped.as_deref().map(|s| s.contains("launch lifecycle hook")), Some(true));
+    let group = h.scan().per_group[0].clone();
+    assert_eq!(group.rollout_paused, None);
+    assert_eq!(group.skipped.as_deref().map(|s| s.contains("launch lifecycle hook")), Some(true));
+}
+
+/// The group behind a target group, with a launch hook that installs the application (which an
+/// attached copy skips) and the tag that says `ignore`: a mistake, no copy can serve.
+fn behind_an_app_hook_ignored(w: &mut World) -> &mut asg_sim::world::SimGroup {
+    w.add_target_group("web");
+    let g = w.groups.get_mut("web").unwrap();
+    g.hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
+    g.tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into());
+    g
 }
 
 #[test]
 fn a_copy_the_group_replaces_as_unhealthy_before_the_deadline_pauses_the_launches_too() {
     let mut h = account();
     h.world(|w| {
-        w.add_target_group("web");
-        let g = w.groups.get_mut("web").unwrap();
-        g.hooks.push(SimHook { kind: Hook::Launching, installs_app: true });
-        g.tags.insert("asg-optimiser:launch-hooks".into(), "ignore".into());
+        let g = behind_an_app_hook_ignored(w);
         (g.elb_health, g.grace) = (true, 60);
     });
     let (copy, old) = copy_ready(&mut h);
