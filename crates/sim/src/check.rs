@@ -70,6 +70,11 @@ pub struct Checker {
     /// (min, max, desired) as the operator (or a scaling policy) last set them.
     pub operator: BTreeMap<String, (i32, i32, i32)>,
     ever_opted_in: BTreeSet<String>,
+    /// Since when each group in dry-run has been (opted in and in dry-run).
+    dry_run_since: BTreeMap<String, Epoch>,
+    /// When each invocation last read each group (its tags among it): a change a caller makes to
+    /// a group that went to dry-run after that read is a race no reader can close.
+    read_at: BTreeMap<(String, String), Epoch>,
     pub violations: Vec<Violation>,
     /// Invariant evaluations so far.
     pub checks: u64,
@@ -99,6 +104,8 @@ impl Checker {
             tool_lowered: BTreeSet::new(),
             operator: BTreeMap::new(),
             ever_opted_in: BTreeSet::new(),
+            dry_run_since: BTreeMap::new(),
+            read_at: BTreeMap::new(),
             violations: Vec::new(),
             checks: 0,
         };
@@ -131,10 +138,23 @@ impl Checker {
     }
 
     fn note_opt_ins(&mut self, world: &World) {
-        for name in world.groups.keys() {
+        for (name, g) in &world.groups {
             if self.opted_in(world, name) {
                 self.ever_opted_in.insert(name.clone());
             }
+            let dry_run = self.opted_in(world, name)
+                && g.tags.get(asg_core::domain::policy::TAG_MODE).is_some_and(|m| m.trim() == "dry-run");
+            match dry_run {
+                true => _ = self.dry_run_since.entry(name.clone()).or_insert(world.now),
+                false => _ = self.dry_run_since.remove(name),
+            }
+        }
+    }
+
+    /// `caller` (an invocation) read these groups, their tags among them.
+    pub fn read_groups(&mut self, world: &World, caller: &str, groups: impl IntoIterator<Item = String>) {
+        for g in groups {
+            self.read_at.insert((caller.to_string(), g), world.now);
         }
     }
 
@@ -171,9 +191,12 @@ impl Checker {
     }
 
     /// Ownership: the tool changes only what is its own, in groups that opted in.
-    pub fn before(&mut self, world: &World, call: &Call, step: u64) {
+    pub fn before(&mut self, world: &World, call: &Call, step: u64, caller: &str) {
         self.checks += 1;
         let ours = |id: &str| world.instances.get(id).is_some_and(|i| i.by_tool);
+        let live = |id: &str| {
+            world.instances.get(id).is_some_and(|i| i.state.is_live() && i.dies_at.is_none_or(|(t, _)| t > world.now))
+        };
         let member_of: BTreeMap<&str, &str> = world
             .groups
             .values()
@@ -181,10 +204,11 @@ impl Checker {
             .collect();
         let group_of = |id: &str| member_of.get(id).map(|g| g.to_string());
         let mut problems: Vec<(&'static str, String)> = Vec::new();
+        // In dry-run as the caller last read the group (or without a read of it); switched to
+        // dry-run since, the change is a race no reader can close.
         let dry_run = |g: &str| {
-            world.groups.get(g).is_some_and(|g| {
-                self.opted_in(world, &g.name)
-                    && g.tags.get(asg_core::domain::policy::TAG_MODE).is_some_and(|m| m.trim() == "dry-run")
+            self.dry_run_since.get(g).is_some_and(|since| {
+                self.read_at.get(&(caller.to_string(), g.to_string())).is_none_or(|read| read >= since)
             })
         };
         let touches_group = |g: &str, problems: &mut Vec<(&'static str, String)>| {
@@ -205,6 +229,9 @@ impl Checker {
                     match group_of(id) {
                         Some(g) => touches_group(&g, &mut problems),
                         None if ours(id) => {}
+                        // Left its group by dying since the caller read it (a claim a second
+                        // late): the tag goes with the instance, and no read can prevent it.
+                        None if !live(id) => {}
                         None => {
                             problems.push(("an instance outside every group that is not ours is tagged", id.clone()))
                         }

@@ -167,7 +167,7 @@ impl SimCloud {
             return Err(AwsError::new(op, Some("InternalError".into()), Some("injected".into()), true));
         }
         if let Some(call) = mutation.as_ref().filter(|_| sim.checking) {
-            sim.check.before(&sim.world, call, sim.step);
+            sim.check.before(&sim.world, call, sim.step, &sim.caller);
             if let Some(why) = refuses(self.role, call, &sim.world, sim.check.opt_in(), false) {
                 sim.log(format!("{op} {what} -> AccessDenied: {why}"));
                 // Refused only because the group was opted out since the caller read it: AWS
@@ -235,10 +235,15 @@ impl Cloud for SimCloud {
             GroupQuery::All => pages(self.lock().world.groups.len(), 100),
             _ => 1,
         };
-        self.call("autoscaling:DescribeAutoScalingGroups", n, format!("{query:?}"), None, |w| {
-            Ok(w.describe_groups(query))
-        })
-        .await
+        let groups = self
+            .call("autoscaling:DescribeAutoScalingGroups", n, format!("{query:?}"), None, |w| {
+                Ok(w.describe_groups(query))
+            })
+            .await?;
+        let mut sim = self.lock();
+        let sim = &mut *sim;
+        sim.check.read_groups(&sim.world, &sim.caller, groups.iter().map(|g| g.name.clone()));
+        Ok(groups)
     }
 
     async fn instances(&self, query: &InstanceQuery, states: &[InstanceState]) -> Result<Vec<Instance>> {

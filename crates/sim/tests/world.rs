@@ -314,14 +314,14 @@ fn the_checker_flags_what_the_tool_must_never_do() {
     let (mut w, lt) = world();
     let mut check = Checker::new(&w, "AsgOptimiser", "true");
     let member = w.groups["web"].members[0].id.clone();
-    check.before(&w, &Call::Terminate(vec![member.clone()]), 1);
-    check.before(&w, &Call::TerminateInGroup(member.clone(), true), 2);
+    check.before(&w, &Call::Terminate(vec![member.clone()]), 1, "test");
+    check.before(&w, &Call::TerminateInGroup(member.clone(), true), 2, "test");
     // Retiring through the group while only an unserving copy replaces it drops capacity.
     let c = copy(&mut w, &lt, "a");
     w.create_tags(std::slice::from_ref(&c), &[("asg-optimiser:replaces".to_string(), member.clone())].into()).unwrap();
     w.attach("web", std::slice::from_ref(&c)).unwrap();
     check.after(&w, 3);
-    check.before(&w, &Call::TerminateInGroup(member.clone(), true), 4);
+    check.before(&w, &Call::TerminateInGroup(member.clone(), true), 4, "test");
     w.terminate_in_group(&member, true).unwrap();
     check.after(&w, 4);
     let invariants: Vec<&str> = check.violations.iter().map(|v| v.invariant).collect();
@@ -339,4 +339,25 @@ fn the_checker_flags_what_the_tool_must_never_do() {
     check.after(&w2, 1);
     assert_eq!(check.violations.len(), 1, "{:#?}", check.violations);
     assert_eq!(check.violations[0].invariant, "serving capacity fell");
+}
+
+#[test]
+fn a_change_to_a_group_in_dry_run_is_flagged_unless_it_went_to_dry_run_after_the_callers_read() {
+    let (mut w, _) = world();
+    let mut check = Checker::new(&w, "AsgOptimiser", "true");
+    let names = || vec!["web".to_string()];
+    check.read_groups(&w, "swapper#1", names());
+    w.advance(w.now + 2);
+    w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:mode".into(), "dry-run".into());
+    check.after(&w, 1);
+    w.advance(w.now + 2);
+    // swapper#1 read it enabled: its change lands in dry-run by a race no read can close.
+    check.before(&w, &Call::SetDesired("web".into(), 1), 2, "swapper#1");
+    assert!(check.violations.is_empty(), "{:#?}", check.violations);
+    // scanner#2 read it in dry-run, and an invocation that never read it knows nothing better.
+    check.read_groups(&w, "scanner#2", names());
+    check.before(&w, &Call::SetDesired("web".into(), 1), 3, "scanner#2");
+    check.before(&w, &Call::SetDesired("web".into(), 1), 4, "interruption#3");
+    let invariants: Vec<&str> = check.violations.iter().map(|v| v.invariant).collect();
+    assert_eq!(invariants, ["a group in dry-run is changed", "a group in dry-run is changed"]);
 }
