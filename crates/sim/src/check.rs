@@ -57,6 +57,9 @@ pub struct Checker {
     /// Serving instances the world is taking away (an interruption warning, a death), per group,
     /// while they still serve.
     doomed: BTreeMap<String, BTreeSet<String>>,
+    /// Every instance the world is taking away, serving or not yet: one that serves a group
+    /// later (a copy attached, or passing its health checks, after its warning) is doomed there.
+    dying: BTreeSet<String>,
     /// Serving capacity the world took away and the group has not replaced yet: not the tool's
     /// doing.
     lost: BTreeMap<String, usize>,
@@ -98,6 +101,7 @@ impl Checker {
             opt_in: (opt_in_key.to_string(), opt_in_value.to_string()),
             floor: BTreeMap::new(),
             doomed: BTreeMap::new(),
+            dying: BTreeSet::new(),
             lost: BTreeMap::new(),
             serving: BTreeMap::new(),
             last_served: BTreeMap::new(),
@@ -183,6 +187,7 @@ impl Checker {
     /// The world is about to take `instance` away (a warning, a death): if it serves a group,
     /// that group may be short of it until the group has replaced it.
     pub fn doomed(&mut self, world: &World, instance: &str) {
+        self.dying.insert(instance.to_string());
         for (name, g) in &world.groups {
             if g.member(instance).is_some() && serving(world, name).contains(instance) {
                 self.doomed.entry(name.clone()).or_default().insert(instance.to_string());
@@ -328,6 +333,7 @@ impl Checker {
             }
             let before = self.serving.remove(&name).unwrap_or_default();
             let doomed = self.doomed.entry(name.clone()).or_default();
+            doomed.extend(now.iter().filter(|id| self.dying.contains(*id)).cloned());
             let gone: Vec<String> = doomed.iter().filter(|id| !now.contains(*id)).cloned().collect();
             let lost = self.lost.entry(name.clone()).or_default();
             for id in gone {

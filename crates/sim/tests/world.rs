@@ -361,3 +361,24 @@ fn a_change_to_a_group_in_dry_run_is_flagged_unless_it_went_to_dry_run_after_the
     let invariants: Vec<&str> = check.violations.iter().map(|v| v.invariant).collect();
     assert_eq!(invariants, ["a group in dry-run is changed", "a group in dry-run is changed"]);
 }
+
+#[test]
+fn an_instance_warned_before_it_serves_is_the_worlds_loss_when_it_goes() {
+    let (mut w, lt) = world();
+    let mut check = Checker::new(&w, "AsgOptimiser", "true");
+    let old = w.groups["web"].members[0].id.clone();
+    // A copy warned (or killed) before its attach, attached anyway, its swap retiring the old one.
+    let c = copy(&mut w, &lt, "a");
+    w.create_tags(std::slice::from_ref(&c), &[("asg-optimiser:replaces".to_string(), old.clone())].into()).unwrap();
+    check.doomed(&w, &c);
+    w.attach("web", std::slice::from_ref(&c)).unwrap();
+    check.after(&w, 1);
+    w.terminate_in_group(&old, true).unwrap();
+    w.advance(w.now + 1);
+    check.after(&w, 2);
+    // The world takes it: one short of the start until the group replaces it, not the tool's doing.
+    w.detach("web", &c, false).unwrap();
+    w.advance(w.now + 1);
+    check.after(&w, 3);
+    assert!(check.violations.is_empty(), "{:#?}", check.violations);
+}
