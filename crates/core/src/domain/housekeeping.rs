@@ -10,7 +10,7 @@ use crate::domain::model::{
     TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::ScanInput;
-use crate::domain::policy::Mode;
+use crate::domain::policy::{Mode, Policy};
 use crate::domain::pools::TAG_BACKOFF_PREFIX;
 use crate::domain::state::GroupState;
 
@@ -50,6 +50,15 @@ pub struct Housekeeping {
     pub notes: Vec<String>,
 }
 
+/// Whether a group's leftovers stay as they are: an opted-in group by its own mode, any other
+/// group (it has no policy of ours to go by) by the configured default.
+pub fn in_dry_run(opted_in: bool, state: &GroupState, defaults: &Policy) -> bool {
+    match opted_in {
+        true => state.policy.mode == Mode::DryRun,
+        false => defaults.mode == Mode::DryRun,
+    }
+}
+
 /// What to tidy up after this scan. Dry-run groups change nothing at all, leftovers included:
 /// the notes say what would happen instead. A group that is not opted in (any more) has no tags
 /// of ours to go by: the configured default mode decides.
@@ -59,11 +68,8 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
         input.raised.iter().chain(&input.opted_in).map(|g| (g.name.as_str(), g)).collect();
     let member_of: BTreeMap<&str, &str> =
         known_groups.values().flat_map(|g| g.members.iter().map(move |m| (m.id.as_str(), g.name.as_str()))).collect();
-    let default_dry = input.defaults.mode == Mode::DryRun;
-    let is_dry = |group: &str| match input.opted_in.iter().any(|g| g.name == group) {
-        true => input.state(group).policy.mode == Mode::DryRun,
-        false => default_dry,
-    };
+    let is_dry =
+        |group: &str| in_dry_run(input.opted_in.iter().any(|g| g.name == group), &input.state(group), &input.defaults);
 
     let mut out = Housekeeping::default();
     for g in known_groups.values().filter(|g| !is_dry(&g.name)) {
@@ -203,7 +209,7 @@ mod tests {
     use super::*;
     use crate::domain::fixtures::*;
     use crate::domain::model::{InstanceState, TAG_ORIGINAL_MAX};
-    use crate::domain::policy::{Policy, TAG_MODE};
+    use crate::domain::policy::TAG_MODE;
 
     #[test]
     fn orphans_table() {

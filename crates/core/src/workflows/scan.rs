@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use crate::actions::{compatible_with, put_max_back, send_swaps};
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
-use crate::domain::housekeeping::{busy, housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
+use crate::domain::housekeeping::{busy, housekeeping, in_dry_run, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
     Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX,
     TAG_REPLACES, TAG_SWAP_UNDER_WAY,
@@ -272,7 +272,7 @@ async fn remove_stale_tags<C: Cloud>(
     } else {
         None
     };
-    for g in &fresh {
+    for g in fresh.iter().filter(|g| !gone_dry(g, config)) {
         let state = GroupState::read(&g.tags, &config.policy);
         let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
         // Without a fresh read of the copies, the marker counts as in use.
@@ -584,6 +584,13 @@ async fn resume<C: Cloud>(cloud: &C, config: &Config, stalled: &[Stalled], summa
     }
 }
 
+/// Whether a group read fresh has gone to dry-run since the scan planned its leftovers: then
+/// they stay as they are.
+fn gone_dry(g: &Group, config: &Config) -> bool {
+    let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
+    in_dry_run(opted_in, &GroupState::read(&g.tags, &config.policy), &config.policy)
+}
+
 /// Put back MaxSize values a crashed swap left raised, re-reading each group right before.
 async fn repair<C: Cloud>(cloud: &C, config: &Config, repairs: &[MaxRepair], summary: &mut ScanSummary) {
     if repairs.is_empty() {
@@ -594,7 +601,7 @@ async fn repair<C: Cloud>(cloud: &C, config: &Config, repairs: &[MaxRepair], sum
         Ok(groups) => groups,
         Err(e) => return failed(summary, "could not re-read groups to repair", &e),
     };
-    for g in &fresh {
+    for g in fresh.iter().filter(|g| !gone_dry(g, config)) {
         match put_max_back(cloud, g, &GroupState::read(&g.tags, &config.policy)).await {
             Ok(Some(_)) => summary.repaired += 1,
             Ok(None) => {}

@@ -346,6 +346,14 @@ impl<C: Cloud> Swap<'_, C> {
     /// this delivery found the copy healthy behind exactly the group's load balancers already.
     async fn finish(&self, spot: &Instance, group: Group, policy: &Policy, healthy: bool) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
+        // The group read after the attach may show it gone to dry-run meanwhile: from there on,
+        // nothing changes (the scanner resumes the swap once the group leaves dry-run).
+        let now = GroupState::read(&group.tags, &self.config.policy).policy;
+        if now.mode == Mode::DryRun {
+            if let Some(outcome) = paused(&now, &group.name, &format!("finish the swap of {od} for {spot_id}")) {
+                return outcome;
+            }
+        }
         let Some(spot_member) = group.member(spot_id) else {
             return Outcome::Retry(format!("{spot_id} is not in {} right after attach", group.name));
         };
