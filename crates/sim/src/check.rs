@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use asg_core::config::Config;
 use asg_core::domain::drift::drift;
 use asg_core::domain::model::{
-    Epoch, Hold, Hook, InstanceState, Launch, Lifecycle, Tags, OUR_TAG_PREFIX, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    Epoch, Group, Hold, Hook, Instance, InstanceState, Launch, Lifecycle, Tags, OUR_TAG_PREFIX, TAG_ORIGINAL_MAX,
+    TAG_REPLACES,
 };
 use asg_core::domain::policy::Mode;
 use asg_core::domain::state::GroupState;
@@ -78,6 +79,9 @@ pub struct Checker {
     /// When each invocation last read each group (its tags among it): a change a caller makes to
     /// a group that went to dry-run after that read is a race no reader can close.
     read_at: BTreeMap<(String, String), Epoch>,
+    /// The tags each invocation last read on each group and instance: a change the template's
+    /// conditions refuse only because they moved since is a race, not a missing permission.
+    seen: BTreeMap<(String, String), Tags>,
     pub violations: Vec<Violation>,
     /// Invariant evaluations so far.
     pub checks: u64,
@@ -110,6 +114,7 @@ impl Checker {
             ever_opted_in: BTreeSet::new(),
             dry_run_since: BTreeMap::new(),
             read_at: BTreeMap::new(),
+            seen: BTreeMap::new(),
             violations: Vec::new(),
             checks: 0,
         };
@@ -156,10 +161,34 @@ impl Checker {
     }
 
     /// `caller` (an invocation) read these groups, their tags among them.
-    pub fn read_groups(&mut self, world: &World, caller: &str, groups: impl IntoIterator<Item = String>) {
+    pub fn read_groups<'a>(&mut self, world: &World, caller: &str, groups: impl IntoIterator<Item = &'a Group>) {
         for g in groups {
-            self.read_at.insert((caller.to_string(), g), world.now);
+            self.read_at.insert((caller.to_string(), g.name.clone()), world.now);
+            self.seen.insert((caller.to_string(), g.name.clone()), g.tags.clone());
         }
+    }
+
+    /// `caller` read these instances, their tags among them.
+    pub fn read_instances<'a>(&mut self, caller: &str, instances: impl IntoIterator<Item = &'a Instance>) {
+        for i in instances {
+            self.seen.insert((caller.to_string(), i.id.clone()), i.tags.clone());
+        }
+    }
+
+    /// The world with the tags `caller` last read on each group and instance it read.
+    pub fn as_read(&self, world: &World, caller: &str) -> World {
+        let mut seen = world.clone();
+        for ((who, id), tags) in &self.seen {
+            if who != caller {
+                continue;
+            }
+            if let Some(g) = seen.groups.get_mut(id) {
+                g.tags = tags.clone();
+            } else if let Some(i) = seen.instances.get_mut(id) {
+                i.tags = tags.clone();
+            }
+        }
+        seen
     }
 
     fn violation(&mut self, world: &World, step: u64, invariant: &'static str, detail: String) {

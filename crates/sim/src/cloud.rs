@@ -170,9 +170,13 @@ impl SimCloud {
             sim.check.before(&sim.world, call, sim.step, &sim.caller);
             if let Some(why) = refuses(self.role, call, &sim.world, sim.check.opt_in(), false) {
                 sim.log(format!("{op} {what} -> AccessDenied: {why}"));
-                // Refused only because the group was opted out since the caller read it: AWS
-                // says no, and the tool lives with it. Refused even so: the template lacks it.
-                if refuses(self.role, call, &sim.world, sim.check.opt_in(), true).is_some() {
+                // Refused only because the group was opted out, or a tag the policy's conditions
+                // name moved, since the caller read it: AWS says no, and the tool lives with it.
+                // Refused even so: the template lacks it.
+                if refuses(self.role, call, &sim.world, sim.check.opt_in(), true).is_some()
+                    && refuses(self.role, call, &sim.check.as_read(&sim.world, &sim.caller), sim.check.opt_in(), true)
+                        .is_some()
+                {
                     sim.check.denied(&sim.world, sim.step, why.clone());
                 }
                 return Err(AwsError::new(op, Some("AccessDenied".into()), Some(why), false));
@@ -242,7 +246,7 @@ impl Cloud for SimCloud {
             .await?;
         let mut sim = self.lock();
         let sim = &mut *sim;
-        sim.check.read_groups(&sim.world, &sim.caller, groups.iter().map(|g| g.name.clone()));
+        sim.check.read_groups(&sim.world, &sim.caller, &groups);
         Ok(groups)
     }
 
@@ -258,6 +262,8 @@ impl Cloud for SimCloud {
         // One page per 1,000 instances per chunk of 100 filter values; the first page was counted.
         let extra = pages(filters, 100).max(pages(found.len(), 1000)) - 1;
         let mut sim = self.lock();
+        let sim = &mut *sim;
+        sim.check.read_instances(&sim.caller, &found);
         *sim.calls.entry("ec2:DescribeInstances".into()).or_default() += extra;
         *sim.calls_by_function.entry((self.role.name(), "ec2:DescribeInstances".into())).or_default() += extra;
         Ok(found)

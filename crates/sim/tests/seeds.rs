@@ -178,3 +178,16 @@ fn seeds_9791_16099_a_group_gone_to_dry_run_after_the_read() {
         assert_clean(run(seed));
     }
 }
+
+/// A call the template's IAM conditions refuse because another invocation changed what they name
+/// after the caller's read: the scanner read the MaxSize record, a swap gave its raise back and
+/// deleted the record, and the scanner's own delete (or MaxSize repair) was refused (seeds 5514,
+/// 10295, 10321, 15681, 18103); the scanner read an instance in its group, the interruption
+/// handler detached it, and the scanner's claim was refused (seed 19452). AWS says no, nothing
+/// changes, and the scan goes on: the checker forgives a refusal the caller's read allowed.
+#[test]
+fn seeds_5514_19452_a_refusal_raced_by_another_invocation() {
+    for seed in [5514, 10295, 10321, 15681, 18103, 19452] {
+        assert_clean(run(seed));
+    }
+}

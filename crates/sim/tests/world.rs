@@ -5,6 +5,7 @@ use asg_core::cloud::{GroupQuery, InstanceQuery, ANY_STATE, LIVE};
 use asg_core::domain::model::Hook;
 use asg_core::domain::model::{InstanceState, Launch, LaunchResult, Lifecycle, Market, Tags};
 use asg_sim::check::{Call, Checker};
+use asg_sim::iam::{refuses, Role};
 use asg_sim::world::{subnet_of, SimHook, TargetState, World, WARNING_LEAD};
 use asg_sim::START;
 
@@ -345,8 +346,8 @@ fn the_checker_flags_what_the_tool_must_never_do() {
 fn a_change_to_a_group_in_dry_run_is_flagged_unless_it_went_to_dry_run_after_the_callers_read() {
     let (mut w, _) = world();
     let mut check = Checker::new(&w, "AsgOptimiser", "true");
-    let names = || vec!["web".to_string()];
-    check.read_groups(&w, "swapper#1", names());
+    let web = |w: &World| w.describe_groups(&GroupQuery::Named(vec!["web".to_string()]));
+    check.read_groups(&w, "swapper#1", &web(&w));
     w.advance(w.now + 2);
     w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:mode".into(), "dry-run".into());
     check.after(&w, 1);
@@ -355,7 +356,7 @@ fn a_change_to_a_group_in_dry_run_is_flagged_unless_it_went_to_dry_run_after_the
     check.before(&w, &Call::SetDesired("web".into(), 1), 2, "swapper#1");
     assert!(check.violations.is_empty(), "{:#?}", check.violations);
     // scanner#2 read it in dry-run, and an invocation that never read it knows nothing better.
-    check.read_groups(&w, "scanner#2", names());
+    check.read_groups(&w, "scanner#2", &web(&w));
     check.before(&w, &Call::SetDesired("web".into(), 1), 3, "scanner#2");
     check.before(&w, &Call::SetDesired("web".into(), 1), 4, "interruption#3");
     let invariants: Vec<&str> = check.violations.iter().map(|v| v.invariant).collect();
@@ -381,4 +382,22 @@ fn an_instance_warned_before_it_serves_is_the_worlds_loss_when_it_goes() {
     w.advance(w.now + 1);
     check.after(&w, 3);
     assert!(check.violations.is_empty(), "{:#?}", check.violations);
+}
+
+#[test]
+fn a_call_the_policy_refuses_only_because_a_tag_moved_since_the_callers_read_is_a_race() {
+    let (mut w, _) = world();
+    let mut check = Checker::new(&w, "AsgOptimiser", "true");
+    let web = |w: &World| w.describe_groups(&GroupQuery::Named(vec!["web".to_string()]));
+    let tag = "asg-optimiser:original-max-size".to_string();
+    w.groups.get_mut("web").unwrap().tags.insert(tag.clone(), "4 +1".into());
+    check.read_groups(&w, "scanner#1", &web(&w));
+    // A swap gives the raise back and deletes the record between the scanner's read and its delete.
+    w.groups.get_mut("web").unwrap().tags.remove(&tag);
+    check.read_groups(&w, "scanner#2", &web(&w));
+    let untag = Call::UntagGroup("web".into(), vec![tag]);
+    let refused = |world: &World| refuses(Role::Scanner, &untag, world, check.opt_in(), true).is_some();
+    assert!(refused(&w), "the template's condition refuses the delete");
+    assert!(!refused(&check.as_read(&w, "scanner#1")), "as scanner#1 read it, the delete was allowed");
+    assert!(refused(&check.as_read(&w, "scanner#2")), "scanner#2 read the group without the record");
 }
