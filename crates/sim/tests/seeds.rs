@@ -191,3 +191,16 @@ fn seeds_5514_19452_a_refusal_raced_by_another_invocation() {
         assert_clean(run(seed));
     }
 }
+
+/// An operator opts a group out and scales it in while a copy is attached and not yet serving;
+/// the group's scale-in takes one of the serving instances, the copy starts serving in its place,
+/// and a rebalance recommendation for the copy arrives. The handler took the copy out without a
+/// decrement (desired had moved), one short of the operator's value until the group launched
+/// another (seeds 8375, 8745). As in an opted-in group, and as the swap's own roll-back does, a
+/// recommendation now forces nothing out: the copy serves on and its swap keeps both.
+#[test]
+fn seeds_8375_8745_a_rebalance_recommendation_in_a_group_opted_out_mid_swap() {
+    for seed in [8375, 8745] {
+        assert_clean(run(seed));
+    }
+}

@@ -81,12 +81,18 @@ pub async fn handle<C: Cloud>(
     };
     if !group.opted_in(&config.opt_in_key, &config.opt_in_value) {
         // Opted out while this copy's swap was under way: undo it as below, so that the group is
-        // as its operator left it; anything else of an opted-out group is left alone.
+        // as its operator left it; anything else of an opted-out group is left alone. As below, a
+        // recommendation forces nothing out: the swap's own roll-back then ends it.
         if instance.is_live()
             && group.member(&id).is_some_and(|m| !m.lifecycle.is_leaving())
             && group.replaced_still_here(&instance)
         {
-            undo(cloud, &instance, &group, false).await?;
+            if !undo(cloud, &instance, &group, signal == Signal::Rebalance).await? {
+                return Ok(format!(
+                    "rebalance recommendation: {id} serves in {group_name}, opted out mid-swap: left running, as \
+                     taking it out now would leave {group_name} one short; its swap rolls back or keeps both"
+                ));
+            }
             let replaced = instance.tag(TAG_REPLACES).unwrap_or_default();
             warn!(asg = %group.name, new = %id, "{group_name} was opted out mid-swap: rolled back, {replaced} kept");
             return Ok(format!(
