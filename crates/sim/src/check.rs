@@ -76,12 +76,10 @@ pub struct Checker {
     ever_opted_in: BTreeSet<String>,
     /// Since when each group in dry-run has been (opted in and in dry-run).
     dry_run_since: BTreeMap<String, Epoch>,
-    /// When each invocation last read each group (its tags among it): a change a caller makes to
-    /// a group that went to dry-run after that read is a race no reader can close.
-    read_at: BTreeMap<(String, String), Epoch>,
-    /// The tags each invocation last read on each group and instance: a change the template's
-    /// conditions refuse only because they moved since is a race, not a missing permission.
-    seen: BTreeMap<(String, String), Tags>,
+    /// When each invocation last read each group and instance, and the tags it read: a change
+    /// to a group that went to dry-run after that read, or one the template's conditions refuse
+    /// only because a tag moved since, is a race no reader can close, not the tool's mistake.
+    seen: BTreeMap<(String, String), (Epoch, Tags)>,
     pub violations: Vec<Violation>,
     /// Invariant evaluations so far.
     pub checks: u64,
@@ -113,7 +111,6 @@ impl Checker {
             operator: BTreeMap::new(),
             ever_opted_in: BTreeSet::new(),
             dry_run_since: BTreeMap::new(),
-            read_at: BTreeMap::new(),
             seen: BTreeMap::new(),
             violations: Vec::new(),
             checks: 0,
@@ -163,22 +160,26 @@ impl Checker {
     /// `caller` (an invocation) read these groups, their tags among them.
     pub fn read_groups<'a>(&mut self, world: &World, caller: &str, groups: impl IntoIterator<Item = &'a Group>) {
         for g in groups {
-            self.read_at.insert((caller.to_string(), g.name.clone()), world.now);
-            self.seen.insert((caller.to_string(), g.name.clone()), g.tags.clone());
+            self.seen.insert((caller.to_string(), g.name.clone()), (world.now, g.tags.clone()));
         }
     }
 
     /// `caller` read these instances, their tags among them.
-    pub fn read_instances<'a>(&mut self, caller: &str, instances: impl IntoIterator<Item = &'a Instance>) {
+    pub fn read_instances<'a>(
+        &mut self,
+        world: &World,
+        caller: &str,
+        instances: impl IntoIterator<Item = &'a Instance>,
+    ) {
         for i in instances {
-            self.seen.insert((caller.to_string(), i.id.clone()), i.tags.clone());
+            self.seen.insert((caller.to_string(), i.id.clone()), (world.now, i.tags.clone()));
         }
     }
 
     /// The world with the tags `caller` last read on each group and instance it read.
     pub fn as_read(&self, world: &World, caller: &str) -> World {
         let mut seen = world.clone();
-        for ((who, id), tags) in &self.seen {
+        for ((who, id), (_, tags)) in &self.seen {
             if who != caller {
                 continue;
             }
@@ -242,7 +243,7 @@ impl Checker {
         // dry-run since, the change is a race no reader can close.
         let dry_run = |g: &str| {
             self.dry_run_since.get(g).is_some_and(|since| {
-                self.read_at.get(&(caller.to_string(), g.to_string())).is_none_or(|read| read >= since)
+                self.seen.get(&(caller.to_string(), g.to_string())).is_none_or(|(read, _)| read >= since)
             })
         };
         let touches_group = |g: &str, problems: &mut Vec<(&'static str, String)>| {

@@ -263,7 +263,7 @@ impl Cloud for SimCloud {
         let extra = pages(filters, 100).max(pages(found.len(), 1000)) - 1;
         let mut sim = self.lock();
         let sim = &mut *sim;
-        sim.check.read_instances(&sim.caller, &found);
+        sim.check.read_instances(&sim.world, &sim.caller, &found);
         *sim.calls.entry("ec2:DescribeInstances".into()).or_default() += extra;
         *sim.calls_by_function.entry((self.role.name(), "ec2:DescribeInstances".into())).or_default() += extra;
         Ok(found)
