@@ -193,11 +193,27 @@ pub async fn set_max_recorded<C: Cloud>(
 /// Puts back the MaxSize a swap raised on `group` (read fresh by the caller, who has checked that
 /// no swap of it is under way), and removes the tag that recorded it: see [`max_repair`].
 /// `Ok(None)` when there is nothing to do; `Err` when a call failed (the scanner retries later).
+/// IAM lets us change MaxSize or the record only while the record is there: a call refused, with
+/// the record gone on a fresh read, means another invocation gave the same raise back first
+/// (both read it before either was done), and there is nothing left to do.
 pub async fn put_max_back<C: Cloud>(
     cloud: &C,
     group: &Group,
     state: &GroupState,
 ) -> Result<Option<MaxRepair>, AwsError> {
+    match give_max_back(cloud, group, state).await {
+        Err(e)
+            if e.refused()
+                && matches!(read_group(cloud, &group.name).await, Ok(Some(g)) if !g.tags.contains_key(TAG_ORIGINAL_MAX)) =>
+        {
+            info!(asg = %group.name, refused = %e, "the MaxSize record went meanwhile: another invocation gave the raise back first");
+            Ok(None)
+        }
+        done => done,
+    }
+}
+
+async fn give_max_back<C: Cloud>(cloud: &C, group: &Group, state: &GroupState) -> Result<Option<MaxRepair>, AwsError> {
     let repair = match max_repair(group, state) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
