@@ -193,9 +193,10 @@ pub async fn set_max_recorded<C: Cloud>(
 /// Puts back the MaxSize a swap raised on `group` (read fresh by the caller, who has checked that
 /// no swap of it is under way), and removes the tag that recorded it: see [`max_repair`].
 /// `Ok(None)` when there is nothing to do; `Err` when a call failed (the scanner retries later).
-/// IAM lets us change MaxSize or the record only while the record is there: a call refused, with
-/// the record gone on a fresh read, means another invocation gave the same raise back first
-/// (both read it before either was done), and there is nothing left to do.
+/// The scanner's role may change MaxSize or the record only while the record is there: a call
+/// refused (by IAM, or throttled), with the record gone on a fresh read, means another invocation
+/// gave the same raise back first (both read it before either was done), or someone removed the
+/// record; either way nothing is left to do. Nothing of ours removes it before a failed call.
 pub async fn put_max_back<C: Cloud>(
     cloud: &C,
     group: &Group,
@@ -206,7 +207,7 @@ pub async fn put_max_back<C: Cloud>(
             if e.refused()
                 && matches!(read_group(cloud, &group.name).await, Ok(Some(g)) if !g.tags.contains_key(TAG_ORIGINAL_MAX)) =>
         {
-            info!(asg = %group.name, refused = %e, "the MaxSize record went meanwhile: another invocation gave the raise back first");
+            info!(asg = %group.name, refused = %e, "the MaxSize record went meanwhile (another invocation gave the raise back first, or someone removed it): nothing left to do");
             Ok(None)
         }
         done => done,
