@@ -128,8 +128,18 @@ pub async fn set_aside<C: Cloud>(cloud: &C, config: &Config, old: &str, now: Epo
 /// see [`Netting`]. Nothing to record on a copy without a record of its attach.
 pub async fn mark<C: Cloud>(cloud: &C, copy: &Instance, netting: Option<Netting>) -> Result<(), AwsError> {
     let Some(record) = copy.attached() else { return Ok(()) };
+    mark_record(cloud, &copy.id, record, netting).await
+}
+
+/// [`mark`], for a copy known by its id and the record read on it.
+pub async fn mark_record<C: Cloud>(
+    cloud: &C,
+    id: &str,
+    record: Attached,
+    netting: Option<Netting>,
+) -> Result<(), AwsError> {
     let tag = Tags::from([(TAG_ATTACHED.to_string(), Attached { netting, ..record }.value())]);
-    cloud.tag_instances(std::slice::from_ref(&copy.id), &tag).await
+    cloud.tag_instances(&[id.to_string()], &tag).await
 }
 
 /// Sends swap messages to the swapper's queue, delivered after `delay_seconds`; how many could

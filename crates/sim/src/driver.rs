@@ -875,6 +875,12 @@ impl Harness {
         s.check.operator_set(&s.world, group, desired, max);
     }
 
+    /// The messages on `queue` that name `needle` reach the dead-letter queue, as after their
+    /// last failed receive; how many.
+    pub fn dead_letter(&self, queue: &str, needle: &str) -> usize {
+        self.world(|w| w.queues.get_mut(queue).expect("queue").dead_letter(needle))
+    }
+
     /// Throttles the next call of `operation` (e.g. `ec2:DescribeSpotInstanceRequests`).
     pub fn throttle_next(&self, operation: &str) {
         self.sim.lock().unwrap_or_else(|e| e.into_inner()).faults.throttle_next.push(operation.into());

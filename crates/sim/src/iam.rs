@@ -62,8 +62,9 @@ pub fn refuses(role: Role, call: &Call, world: &World, opt_in: (&str, &str), as_
         (_, Call::Send(..)) => true,
         (Role::SpotCreator, Call::Launch(_)) => true,
         (_, Call::Terminate(ids)) => ids.iter().all(|id| instance_has(id, TAG_REPLACES)),
-        // The record of an attach, on a copy of ours before it is attached.
-        (Role::Swapper | Role::Interruption, Call::TagInstances(ids, tags))
+        // The record of an attach, on a copy of ours before it is attached; the scanner marks
+        // one never made over, on an orphan it is about to terminate.
+        (Role::Swapper | Role::Interruption | Role::Scanner, Call::TagInstances(ids, tags))
             if keys_within(tags.keys(), &[TAG_ATTACHED]) =>
         {
             ids.iter().all(|id| instance_has(id, TAG_REPLACES))

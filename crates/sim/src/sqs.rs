@@ -168,6 +168,17 @@ impl Queue {
         out
     }
 
+    /// Moves the messages whose body contains `needle` to the dead-letter queue, as if each had
+    /// failed its last receive; how many.
+    pub fn dead_letter(&mut self, needle: &str) -> usize {
+        let before = self.dead_letters.len();
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.messages).into_iter().partition(|m| m.body.contains(needle));
+        self.messages = kept;
+        self.dead_letters.extend(gone);
+        self.dead_letters.len() - before
+    }
+
     /// DeleteMessage: only the latest receipt of a message deletes it.
     pub fn delete(&mut self, receipt: u64) -> bool {
         let before = self.messages.len();

@@ -3,9 +3,9 @@
 
 use asg_core::domain::drift::TAG_ROLLOUT_PAUSED;
 use asg_core::domain::model::{
-    Hook, InstanceState, Lifecycle, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+    Hook, InstanceState, Lifecycle, TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
-use asg_core::domain::policy::TAG_MODE;
+use asg_core::domain::policy::{TAG_HEALTHY_DEADLINE, TAG_MODE};
 use asg_sim::driver::{Harness, SPOT_QUEUE, SWAP_QUEUE};
 use asg_sim::world::{SimHook, World};
 use asg_sim::START;
@@ -385,4 +385,56 @@ fn a_copy_that_dies_after_its_attach_in_a_group_disabled_meanwhile_gives_back_it
     h.scan();
     assert_eq!(h.world(|w| w.groups["web"].max), 2);
     assert_clean(&h, h.at_rest());
+}
+
+/// Soak seed 474: a swap's attach is recorded on its copy and then throttled, and the swap's
+/// message is not back before the orphan deadline: the scanner terminates the copy. Dead with
+/// its record open, it read as an attach the group had undone, so an older swap of the group
+/// expected desired one higher than it was, took that for someone else's change and kept both
+/// instances, one above the operator's value for good. The scanner marks that record over first.
+#[test]
+fn an_orphan_whose_attach_was_recorded_but_refused_leaves_the_older_swaps_their_count() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+        // Past the younger copy's orphan deadline, the older one may still turn healthy.
+        w.groups.get_mut("web").unwrap().tags.insert(TAG_HEALTHY_DEADLINE.into(), "3600".into());
+    });
+    // The older swap: attached (desired 3), waiting for its target group.
+    let (older, older_old) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3);
+    // The younger one, once the operator allows two at a time: recorded, then refused.
+    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:max-in-flight".into(), "2".into()));
+    assert_eq!(h.scan().enqueued, 1);
+    assert_eq!(h.deliver(SPOT_QUEUE), 1);
+    let younger = h.world(|w| w.instances.values().find(|i| i.by_tool && i.id != older).map(|i| i.id.clone()));
+    let younger = younger.expect("a second copy");
+    h.advance(120);
+    h.throttle_next("autoscaling:AttachInstances");
+    while h.world(|w| !w.instances[&younger].tags.contains_key(TAG_ATTACHED)) {
+        assert!(h.deliver(SWAP_QUEUE) > 0, "the younger swap reaches its attach\n{}", h.trace());
+    }
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "the younger attach was refused");
+    // Its message fails until it reaches the dead-letter queue; at the orphan deadline the
+    // scanner terminates the copy.
+    assert_eq!(h.dead_letter(SWAP_QUEUE, &younger), 1);
+    h.advance(1300);
+    assert_eq!(h.scan().cleaned_up, 1, "the younger copy is an orphan now\n{}", h.trace());
+    assert!(h.world(|w| w.instances[&younger].tags[TAG_ATTACHED].ends_with(" over")));
+    // The older copy turns healthy: its swap retires the instance it replaces, decrementing.
+    h.world(|w| {
+        let now = w.now;
+        w.target_groups.values_mut().filter_map(|ts| ts.get_mut(&older)).for_each(|t| t.until = now);
+    });
+    swap_for(&mut h, 600, |_| {});
+    h.scan();
+    let (sizes, members) = h.world(|w| {
+        let g = &w.groups["web"];
+        ((g.max, g.desired), (g.member(&older).is_some(), g.member(&older_old).is_some()))
+    });
+    assert_eq!(sizes, (2, 2), "the group as its operator left it\n{}", h.trace());
+    assert_eq!(members, (true, false), "the older swap is done\n{}", h.trace());
+    assert_clean(&h, h.violations());
 }

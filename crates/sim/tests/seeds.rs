@@ -210,3 +210,14 @@ fn seeds_8375_8745_a_rebalance_recommendation_in_a_group_opted_out_mid_swap() {
         assert_clean(run(seed));
     }
 }
+
+/// A swap records its attach on the copy (desired 9) and the attach is throttled; the copy is
+/// still outside the group at the orphan deadline and the scanner terminates it. Dead with its
+/// record open, it counted as an attach the group had undone: an older swap of the group then
+/// expected desired one higher than it was, took that for someone else's change and kept both
+/// instances, twice, and the group ended two above its operator's value, MaxSize with it (6/8/8
+/// for 6/6/6). The scanner now marks such a record over before it terminates the orphan.
+#[test]
+fn seed_474_an_orphan_whose_attach_was_recorded_but_never_made() {
+    assert_clean(run(474));
+}

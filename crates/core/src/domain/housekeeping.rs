@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::domain::drift::TAG_ROLLOUT_PAUSED;
 use crate::domain::model::{
-    Epoch, Group, Instance, Market, MaxRaise, TemplateVersion, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
+    Attached, Epoch, Group, Instance, Market, MaxRaise, TemplateVersion, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
     TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::ScanInput;
@@ -19,6 +19,12 @@ pub struct Orphan {
     pub spot: String,
     pub group: String,
     pub reason: String,
+    /// The attach recorded on the live copy (written before the call) and not netted out, while
+    /// the instance it replaces is still in the group and the copy in none: that attach was never
+    /// made. The record is marked over before the copy goes, or, dead, it would count as an
+    /// attach the group undid, and the group's other swaps would find desired capacity one off
+    /// what they expect.
+    pub unmade_attach: Option<Attached>,
 }
 
 /// A swap whose copy was attached but whose replaced instance was never retired (the swapper's
@@ -111,11 +117,16 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
         } else {
             None
         };
+        // Live, in no group, the instance it replaces still there (the last reason): its swap
+        // never got it attached. (A copy attached and then handed back by a detach no longer
+        // replaces anything there: its record stays open, for the +1 it leaves.)
+        let still_replacing = member_of.get(old) == Some(&group);
         if let Some(reason) = reason {
             if is_dry(group) {
                 out.notes.push(format!("dry-run: would terminate orphan {} ({reason})", s.id));
             } else {
-                out.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason });
+                let unmade_attach = s.attached().filter(|r| s.is_live() && still_replacing && r.netting.is_none());
+                out.orphans.push(Orphan { spot: s.id.clone(), group: group.to_string(), reason, unmade_attach });
             }
         }
     }
@@ -208,7 +219,7 @@ pub fn max_repair(g: &Group, state: &GroupState) -> Result<Option<MaxRepair>, St
 mod tests {
     use super::*;
     use crate::domain::fixtures::*;
-    use crate::domain::model::{InstanceState, TAG_ORIGINAL_MAX};
+    use crate::domain::model::{InstanceState, TAG_ATTACHED, TAG_ORIGINAL_MAX};
     use crate::domain::policy::TAG_MODE;
 
     #[test]
@@ -242,6 +253,34 @@ mod tests {
         let plan = plan_scan(&input(vec![dry], vec![od("i-00000001", 1)], spots));
         assert_eq!(plan.orphans.iter().map(|o| o.spot.as_str()).collect::<Vec<_>>(), ["i-0000000d"]);
         assert_eq!(plan.notes.iter().filter(|n| n.contains("dry-run: would terminate")).count(), 4);
+    }
+
+    #[test]
+    fn an_orphan_with_an_attach_recorded_but_never_made_has_it_marked_over_first() {
+        let g = group("web", 2, vec![member("i-00000001", "InService")]);
+        let old = |id: &str| spot(id, "web", "i-00000001", NOW - 1300);
+        let dead = |i: Instance| Instance { state: InstanceState::Terminated, ..i };
+        let spots = vec![
+            with_tag(old("i-0000000a"), TAG_ATTACHED, "1800000000 3"), // recorded, attach refused
+            with_tag(old("i-0000000b"), TAG_ATTACHED, "1800000000 3 over"), // already over
+            old("i-0000000c"),                                         // no record
+            dead(with_tag(old("i-0000000d"), TAG_ATTACHED, "1800000000 3")), // may have been attached
+            // Attached, then detached after the instance it replaced left: its +1 stays counted.
+            with_tag(spot("i-0000000e", "web", "i-00000077", NOW - 10), TAG_ATTACHED, "1800000000 3"),
+        ];
+        let plan = plan_scan(&input(vec![g], vec![od("i-00000001", 1)], spots));
+        let got: Vec<(&str, Option<String>)> =
+            plan.orphans.iter().map(|o| (o.spot.as_str(), o.unmade_attach.map(|r| r.value()))).collect();
+        assert_eq!(
+            got,
+            [
+                ("i-0000000a", Some("1800000000 3".to_string())),
+                ("i-0000000b", None),
+                ("i-0000000c", None),
+                ("i-0000000d", None),
+                ("i-0000000e", None)
+            ]
+        );
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
 
-use crate::actions::{compatible_with, put_max_back, send_swaps};
+use crate::actions::{compatible_with, mark_record, put_max_back, send_swaps};
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
 use crate::domain::housekeeping::{busy, housekeeping, in_dry_run, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
-    Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX,
+    Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, Netting, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX,
     TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::{managed_spots, plan_groups, GroupPlan, ScanInput};
@@ -537,7 +537,8 @@ async fn enqueue<C: Cloud>(cloud: &C, config: &Config, now: Epoch, groups: &[Gro
 }
 
 /// Terminate orphaned Spot instances of ours, after a fresh check that none of them has been
-/// attached to a group since we read.
+/// attached to a group since we read, and after marking over an attach recorded on one but never
+/// made (an orphan whose mark fails stays for the next scan).
 async fn clean_up<C: Cloud>(cloud: &C, orphans: &[Orphan], summary: &mut ScanSummary) {
     if orphans.is_empty() {
         return;
@@ -552,6 +553,19 @@ async fn clean_up<C: Cloud>(cloud: &C, orphans: &[Orphan], summary: &mut ScanSum
         if let Some(group) = attached.get(&o.spot) {
             warn!(spot = %o.spot, asg = %group, "orphan candidate is now in a group; left alone");
             continue;
+        }
+        if let Some(record) = o.unmade_attach {
+            if let Err(e) = mark_record(cloud, &o.spot, record, Some(Netting::Over)).await {
+                failed(
+                    summary,
+                    &format!(
+                        "could not mark the attach recorded on orphan {} as never made; left for the next scan",
+                        o.spot
+                    ),
+                    &e,
+                );
+                continue;
+            }
         }
         info!(spot = %o.spot, asg = %o.group, reason = %o.reason, "terminating orphaned Spot instance");
         doomed.push(o.spot.clone());
