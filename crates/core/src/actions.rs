@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::cloud::{Cloud, GroupQuery, Outgoing, TypeQuery};
 use crate::config::Config;
-use crate::domain::housekeeping::{max_repair, MaxRepair};
+use crate::domain::housekeeping::{in_dry_run, max_repair, MaxRepair};
 use crate::domain::model::{
     rfc3339, Attached, Epoch, Group, Hold, Instance, LaunchSource, MaxRaise, Netting, Tags, TemplateVersion,
     TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX,
@@ -198,6 +198,14 @@ pub async fn set_max_recorded<C: Cloud>(
         warn!(asg = %group, error = %e, "could not record that MaxSize is now {to}");
     }
     Ok(())
+}
+
+/// Whether a group read fresh is in dry-run (gone there since the caller planned, perhaps):
+/// then what our swaps left in it stays as it is. An opted-in group goes by its own mode, any
+/// other group by the configured default.
+pub fn gone_dry(g: &Group, config: &Config) -> bool {
+    let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
+    in_dry_run(opted_in, &GroupState::read(&g.tags, &config.policy), &config.policy)
 }
 
 /// Puts back the MaxSize a swap raised on `group` (read fresh by the caller, who has checked that

@@ -169,12 +169,14 @@ fn seeds_156_357_copies_that_never_serve_tried_for_ever() {
 /// dry-run) and went on to retire the old instance; the swap now stops at that read, and the
 /// scanner resumes it once the group leaves dry-run. Seed 16099: the scanner re-read a group
 /// to remove a stale swap marker, found it in dry-run and removed the marker anyway; the fresh
-/// read (and the one before a MaxSize repair) now leaves a group gone to dry-run as it is. The
+/// read (and the one before a MaxSize repair) now leaves a group gone to dry-run as it is. Seed
+/// 16144: the swapper retired the old instance as the group went to dry-run, then read the group
+/// to give its MaxSize raise back and gave it back anyway; that read now stops it too. The
 /// changes made before any read could show the switch are a race the checker allows (seeds 4253,
 /// 4266, 4444, 4996, 5052).
 #[test]
-fn seeds_9791_16099_a_group_gone_to_dry_run_after_the_read() {
-    for seed in [9791, 16099, 4253, 4266, 4444, 4996, 5052] {
+fn seeds_9791_16099_16144_a_group_gone_to_dry_run_after_the_read() {
+    for seed in [9791, 16099, 16144, 4253, 4266, 4444, 4996, 5052] {
         assert_clean(run(seed));
     }
 }

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
 
-use crate::actions::{compatible_with, mark_record, put_max_back, send_swaps};
+use crate::actions::{compatible_with, gone_dry, mark_record, put_max_back, send_swaps};
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
 use crate::config::Config;
-use crate::domain::housekeeping::{busy, housekeeping, in_dry_run, stale_tags, MaxRepair, Orphan, Stalled};
+use crate::domain::housekeeping::{busy, housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
     Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, Netting, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX,
     TAG_REPLACES, TAG_SWAP_UNDER_WAY,
@@ -596,13 +596,6 @@ async fn resume<C: Cloud>(cloud: &C, config: &Config, stalled: &[Stalled], summa
         Ok(unsent) => summary.resumed = stalled.len() - unsent,
         Err(e) => failed(summary, "could not resume stalled swaps", &e),
     }
-}
-
-/// Whether a group read fresh has gone to dry-run since the scan planned its leftovers: then
-/// they stay as they are.
-fn gone_dry(g: &Group, config: &Config) -> bool {
-    let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
-    in_dry_run(opted_in, &GroupState::read(&g.tags, &config.policy), &config.policy)
 }
 
 /// Put back MaxSize values a crashed swap left raised, re-reading each group right before.

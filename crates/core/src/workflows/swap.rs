@@ -14,7 +14,7 @@
 use tracing::{info, warn};
 
 use crate::actions::{
-    current_template, mark, on_error, paused, put_max_back, read_group, record_ids, send_swaps, set_aside,
+    current_template, gone_dry, mark, on_error, paused, put_max_back, read_group, record_ids, send_swaps, set_aside,
     set_max_recorded,
 };
 use crate::cloud::{Cloud, InstanceQuery, ANY_STATE, LIVE};
@@ -674,6 +674,9 @@ impl<C: Cloud> Swap<'_, C> {
         };
         if busy(&group, &copies) {
             return info!(asg = %group.name, "other swaps under way; MaxSize restored later");
+        }
+        if gone_dry(&group, self.config) {
+            return info!(asg = %group.name, "in dry-run: MaxSize left as it is until the group leaves dry-run");
         }
         if let Err(e) = put_max_back(self.cloud, &group, &GroupState::read(&group.tags, &self.config.policy)).await {
             warn!(error = %e, "could not restore MaxSize; the scanner will");
