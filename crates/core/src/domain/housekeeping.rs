@@ -117,9 +117,9 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
         } else {
             None
         };
-        // Live, in no group, the instance it replaces still there (the last reason): its swap
-        // never got it attached. (A copy attached and then handed back by a detach no longer
-        // replaces anything there: its record stays open, for the +1 it leaves.)
+        // Live, in no group, the instance it replaces still there: its swap never got it
+        // attached. (A copy detached after the instance it replaced left keeps its record open,
+        // for the +1 it leaves in the group.)
         let still_replacing = member_of.get(old) == Some(&group);
         if let Some(reason) = reason {
             if is_dry(group) {
