@@ -93,9 +93,9 @@ impl Default for Config {
     }
 }
 
-/// Seconds between the readiness deadline and the orphan deadline, at least: twice the swapper's
-/// timeout in the template.
-pub const ORPHAN_MARGIN: i64 = 120;
+/// Seconds between the readiness deadline and the orphan deadline, at least: a swapper that
+/// found its copy ready just in time may still be attaching it.
+pub const ORPHAN_MARGIN: i64 = crate::domain::model::SWAPPER_SPAN;
 
 fn invalid_value(name: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { name, value: value.to_string(), reason: reason.to_string() }

@@ -9,10 +9,6 @@ use asg_sim::driver::{run, Report};
 /// Seeds `make test` runs; `make soak` runs many more.
 const SEEDS: u64 = 300;
 
-/// Seeds of this range that still break an invariant, each kept below as an ignored test with
-/// the defect it shows; skipped by the run over many seeds so that a new failure stands out.
-const KNOWN: &[u64] = &[159, 295];
-
 fn assert_clean(report: Report) {
     assert!(report.violations.is_empty(), "{}", report.explain());
 }
@@ -22,7 +18,7 @@ fn a_few_hundred_seeds_keep_every_invariant() {
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     let (mut calls, mut checks) = (0, 0);
-    for seed in (1..=SEEDS).filter(|s| !KNOWN.contains(s)) {
+    for seed in 1..=SEEDS {
         let report = run(seed);
         calls += report.total_calls();
         checks += report.checks;
@@ -32,7 +28,7 @@ fn a_few_hundred_seeds_keep_every_invariant() {
     }
     println!(
         "{} seeds in {:.1?}: {calls} calls simulated, {checks} invariant checks, {} failed",
-        SEEDS as usize - KNOWN.len(),
+        SEEDS,
         started.elapsed(),
         failed.len()
     );
@@ -125,29 +121,20 @@ fn seed_584_a_scale_in_during_the_retires_reads() {
     assert_clean(run(584));
 }
 
-/// Two attaches pending in one group, then a scale-in by one that the younger swap sees as
-/// desired moved (it keeps both instances); the older swap then finds desired equal to the
-/// value its own attach recorded, takes it for the younger attach netted out, and gives back
-/// its +1, one below the operator's value (ends 5/7/5 for 5/7/6). Desired alone cannot tell
-/// "someone scaled in by one" from "the younger swap netted out its +1". Telling the older
-/// swaps (marking their attaches over when a younger one sees desired moved) was tried: 22 of
-/// seeds 1 to 1,300 failed instead of 12, so it was not kept.
+/// Two attaches pending in one group, then a scale-in by one that the younger swap saw as
+/// desired moved (it kept both instances); the older swap then found desired equal to the value
+/// its own attach recorded, took it for the younger attach netted out, and gave back its +1, one
+/// below the operator's value (ended 5/7/5 for 5/7/6): desired alone cannot tell "someone scaled
+/// in by one" from "the younger swap netted out its +1". And two swaps of one group in one
+/// batch: one read desired 6 and recorded 7 on its copy before its attach, the other retired
+/// meanwhile (6 -> 5), the attach made 6, and the read that would have corrected the record
+/// was throttled; the attach's +1 stayed for good (ended 5/6/6 for 5/5/5). A group now takes one
+/// attach of ours at a time (scenario: `a_group_takes_one_attach_at_a_time`).
 #[test]
-#[ignore = "issue 11, open: an older swap's recorded desired coincides with a scale-in's value"]
-fn seed_295_scale_in_coincides_with_an_older_attach() {
-    assert_clean(run(295));
-}
-
-/// Two swaps of one group in one batch: one reads desired 6 and records 7 on its copy before
-/// its attach, the other retires meanwhile (6 -> 5), the attach makes 6, and the read that
-/// would correct the record right after it is throttled. The next delivery finds desired one
-/// below the record, takes it for someone else's change and keeps both instances: the attach's
-/// +1 stays for good, MaxSize raised with it (ends 5/6/6 for 5/5/5). Working the swaps of one
-/// group one after another in a batch was tried: 17 failing seeds of 1,300, other ones.
-#[test]
-#[ignore = "issue 11, open: an attach's record made stale by a concurrent retire of the same group"]
-fn seed_159_a_stale_attach_record_keeps_its_plus_one() {
-    assert_clean(run(159));
+fn seeds_159_295_two_attaches_pending_in_one_group() {
+    for seed in [159, 295] {
+        assert_clean(run(seed));
+    }
 }
 
 /// A copy of ours still outside its group when the rest period ends, in a group whose launch

@@ -29,6 +29,9 @@ pub const TAG_ATTACHED: &str = "asg-optimiser:attached";
 /// is there the swapper and the interruption handler may finish or roll back a swap in the group
 /// even after the opt-in tag is gone (their IAM policies grant it on either tag).
 pub const TAG_SWAP_UNDER_WAY: &str = "asg-optimiser:swap-under-way";
+/// Seconds a swapper invocation may still be running after it started, at least: twice the
+/// swapper's timeout in the template.
+pub const SWAPPER_SPAN: Epoch = 120;
 /// Prefix of every tag we own: never copied from an On-Demand instance to its Spot copy.
 pub const OUR_TAG_PREFIX: &str = "asg-optimiser:";
 
@@ -364,6 +367,9 @@ pub enum Netting {
     RollBack,
     /// Nothing left to net out: given back, both instances kept, or never attached.
     Over,
+    /// Not attached: recorded, then another attach of ours to the group was found under way,
+    /// and the swap waits for its turn (see [`Attached::holds_turn`]).
+    Waiting,
 }
 
 impl Netting {
@@ -372,6 +378,7 @@ impl Netting {
             Netting::Retire => "retire",
             Netting::RollBack => "roll-back",
             Netting::Over => "over",
+            Netting::Waiting => "waiting",
         }
     }
 }
@@ -383,7 +390,11 @@ impl Attached {
         let desired = words.next()?.parse().ok()?;
         let netting = match words.next() {
             None => None,
-            Some(w) => Some([Netting::Retire, Netting::RollBack, Netting::Over].into_iter().find(|n| n.word() == w)?),
+            Some(w) => Some(
+                [Netting::Retire, Netting::RollBack, Netting::Over, Netting::Waiting]
+                    .into_iter()
+                    .find(|n| n.word() == w)?,
+            ),
         };
         words.next().is_none().then_some(Attached { at, desired, netting })
     }
@@ -404,10 +415,21 @@ impl Attached {
         match copy.attached().and_then(|r| r.netting) {
             _ if copy.attached().is_none() => false,
             None => group.member(&copy.id).is_some() || !copy.is_live(),
-            Some(Netting::Over) => false,
+            Some(Netting::Over | Netting::Waiting) => false,
             Some(Netting::Retire) => copy.tag(TAG_REPLACES).is_some_and(still_here),
             Some(Netting::RollBack) => still_here(&copy.id),
         }
+    }
+
+    /// Whether `copy`'s attach holds `group`'s turn: a group takes one attach of ours at a time,
+    /// so that its desired capacity moves by our hand for one swap only, and any other move is
+    /// someone else's. Held by an attach still pending, and by one recorded (not netted) on a
+    /// live copy outside the group less than [`SWAPPER_SPAN`] before `now`: a swap that may
+    /// still be making it.
+    pub fn holds_turn(copy: &Instance, group: &Group, now: Epoch) -> bool {
+        let being_made = |r: Attached| r.netting.is_none() && now < r.at + SWAPPER_SPAN;
+        Attached::pending(copy, group)
+            || (copy.is_live() && group.member(&copy.id).is_none() && copy.attached().is_some_and(being_made))
     }
 
     /// The attaches of ours to `group`, younger than `copy`'s (by time, then id), still pending
@@ -741,7 +763,9 @@ mod tests {
 
     #[test]
     fn attach_and_max_size_records_read_back_and_refuse_garbage() {
-        for netting in [None, Some(Netting::Retire), Some(Netting::RollBack), Some(Netting::Over)] {
+        for netting in
+            [None, Some(Netting::Retire), Some(Netting::RollBack), Some(Netting::Over), Some(Netting::Waiting)]
+        {
             let a = Attached { at: 1_800_000_000, desired: 6, netting };
             assert_eq!(Attached::parse(&a.value()), Some(a));
         }
@@ -786,6 +810,23 @@ mod tests {
         let pending: Vec<&str> =
             copies.iter().filter(|c| Attached::pending(c, &group)).map(|c| c.id.as_str()).collect();
         assert_eq!(pending, ["i-a", "i-b", "i-d", "i-f"]);
+        // One attach at a time: held by a pending attach, and by one recorded lately on a live
+        // copy outside the group (its swap may be attaching it); not by one recorded long ago,
+        // a record taken back while its swap waits, or a dead copy's netted-out record.
+        let now = 700;
+        let dead = |c: Instance| Instance { state: InstanceState::Terminated, ..c };
+        let turn = [
+            (copy("i-a", "i-1", Some("100 4")), true), // attached, pending
+            (copy("i-x", "i-9", Some("650 7")), true), // being attached
+            (copy("i-x", "i-9", Some(&format!("{} 7", now - SWAPPER_SPAN))), false), // swap long gone
+            (copy("i-x", "i-9", Some("650 7 waiting")), false), // taken back
+            (copy("i-e", "i-5", None), false),         // not recorded yet
+            (dead(copy("i-y", "i-9", Some("300 6"))), true), // died after its attach
+            (dead(copy("i-h", "i-8", Some("600 6 roll-back"))), false), // netted out
+        ];
+        for (c, holds) in turn {
+            assert_eq!(Attached::holds_turn(&c, &group, now), holds, "{} {:?}", c.id, c.tag(TAG_ATTACHED));
+        }
         assert_eq!(MaxRaise::parse("5:7"), Some(MaxRaise { from: 5, to: Some(7), before: None }));
         assert_eq!(MaxRaise::parse("5:6:7"), Some(MaxRaise { from: 5, to: Some(7), before: Some(6) }));
         assert_eq!(MaxRaise::parse("5"), Some(MaxRaise { from: 5, to: None, before: None }), "an older version's tag");

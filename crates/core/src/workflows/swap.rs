@@ -1,11 +1,14 @@
 //! The swapper's work on one message: swap a copy (Spot, or On-Demand for the floor) in for the
 //! instance it replaces. Each step re-reads what it depends on, so the message can be delivered
 //! any number of times, or resumed after a crash, and do each change once:
-//! verify -> wait for readiness (by re-enqueueing, never sleeping) -> make room -> record the
-//! attach on the copy -> attach -> wait until it is InService and healthy behind every load
-//! balancer of the group -> retire the replaced instance through the group -> put MaxSize back.
+//! verify -> wait for readiness (by re-enqueueing, never sleeping) -> wait for the group's turn
+//! -> record the attach on the copy -> check the turn again -> make room -> attach -> wait until
+//! it is InService and healthy behind every load balancer of the group -> retire the replaced
+//! instance through the group -> put MaxSize back.
 //!
-//! Desired capacity: the copy records the desired capacity its attach produces. The retire
+//! One attach of ours at a time per group (see [`Attached::holds_turn`]), so that desired
+//! capacity moves by our hand for one swap only. Desired capacity: the copy records the desired
+//! capacity its attach produces. The retire
 //! decrements only if desired is still exactly that (a scaling action or an operator that moved it
 //! meanwhile keeps their value, and the group launches what it asks for); when the copy or the
 //! instance it replaces leaves by another path, the swap gives back its own +1, once the group has
@@ -230,17 +233,10 @@ impl<C: Cloud> Swap<'_, C> {
             // The scanner may take it for an orphan from its own deadline on: never attach it.
             return self.abandon(spot, format!("ready only {} s after launch", self.now - spot.launch_time)).await;
         }
-        // A copy of ours that died (or is leaving) after its attach leaves the group one above
-        // its desired capacity until its swap gives the +1 back, once the group has settled: no
-        // new attach meanwhile, so that a group whose copies keep dying cannot climb.
-        match self.pending_attaches(&group).await {
-            Ok(pending) => {
-                let gone = |c: &Instance| !c.is_live() || group.member(&c.id).is_some_and(|m| m.lifecycle.is_leaving());
-                if let Some(c) = pending.iter().find(|c| c.id != *spot_id && gone(c)) {
-                    let why = format!("{} left {} after its attach and its +1 is not given back yet", c.id, group.name);
-                    return self.later(&why, &self.waiting_for_checks(spot)).await;
-                }
-            }
+        // One attach of ours at a time per group (see [`Attached::holds_turn`]).
+        match self.turn_taken(spot_id, &group).await {
+            Ok(None) => {}
+            Ok(Some((why, _))) => return self.later(&why, &self.waiting_for_checks(spot)).await,
             Err(e) => return on_error("could not read the group's other copies", e),
         }
         // An attached instance skips the group's launch hooks: a fresh look, unless the group's
@@ -261,6 +257,35 @@ impl<C: Cloud> Swap<'_, C> {
                 Ok(_) => {}
                 Err(e) => return on_error("could not read the group's lifecycle hooks", e),
             }
+        }
+
+        // What this attach produces, on the copy, before the attach: see the module documentation.
+        // Written before the turn is taken for good: two swaps that both found the group free
+        // each see the other's record now, and both wait (the records stop counting after
+        // SWAPPER_SPAN), rather than both attaching.
+        let record = Attached { at: self.now, desired: group.desired + 1, netting: None };
+        let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
+        if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
+            return on_error("could not record the attach on the copy", e);
+        }
+        let mut recorded = spot.clone();
+        recorded.tags.extend(tag);
+        let spot = &recorded;
+        match self.turn_taken(spot_id, &group).await {
+            Ok(None) => {}
+            Ok(Some((why, rival))) => {
+                // Not made: the record says so, so that the copy's death does not read as an
+                // attach's +1 to give back.
+                if let Err(e) = mark(self.cloud, spot, Some(Netting::Waiting)).await {
+                    return on_error("could not record on the copy that it waits for its turn", e);
+                }
+                // Two swaps that recorded at once both wait: the one recorded first (by time,
+                // then id, as [`Attached::younger`] orders) comes back first, and takes the turn.
+                let first = rival.is_some_and(|(at, id)| (record.at, spot_id.as_str()) < (at, id.as_str()));
+                let delay = if first { 1 } else { 2 * self.config.ready_delay };
+                return self.later_in(&why, &self.waiting_for_checks(spot), delay).await;
+            }
+            Err(e) => return on_error("could not read the group's other copies", e),
         }
 
         // Mark the group first: a swap of ours may be attached here from now on, which lets a
@@ -284,15 +309,6 @@ impl<C: Cloud> Swap<'_, C> {
                 return on_error("could not mark the group before the attach", e);
             }
         }
-        // What this attach produces, on the copy, before the attach: see the module documentation.
-        let record = Attached { at: self.now, desired: group.desired + 1, netting: None };
-        let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
-        if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
-            return on_error("could not record the attach on the copy", e);
-        }
-        let mut recorded = spot.clone();
-        recorded.tags.extend(tag);
-        let spot = &recorded;
         if let Err(e) = self.cloud.attach(&group.name, std::slice::from_ref(spot_id)).await {
             // A concurrent delivery may have attached it: the fresh read decides.
             warn!(code = e.code(), error = %e, "attach failed; re-reading the group");
@@ -629,14 +645,57 @@ impl<C: Cloud> Swap<'_, C> {
     /// records older than any deadline of their own swap (a swap lost to a crash must not hold
     /// the group back for good).
     async fn pending_attaches(&self, group: &Group) -> Result<Vec<Instance>, crate::error::AwsError> {
+        Ok(self
+            .copies(group)
+            .await?
+            .into_iter()
+            .filter(|c| Attached::pending(c, group) && self.patient(c, group))
+            .collect())
+    }
+
+    /// Why this copy must wait for its turn to be attached (see [`Attached::holds_turn`]): the
+    /// attach of another copy of ours holds it; and, when that attach is only recorded (its
+    /// swap may be attaching it, or waiting as well), its record's time and the copy's id.
+    async fn turn_taken(
+        &self,
+        spot_id: &str,
+        group: &Group,
+    ) -> Result<Option<(String, Option<(Epoch, String)>)>, crate::error::AwsError> {
+        let copies = self.copies(group).await?;
+        let Some(c) = copies
+            .iter()
+            .find(|c| c.id != spot_id && Attached::holds_turn(c, group, self.now) && self.patient(c, group))
+        else {
+            return Ok(None);
+        };
+        // A copy that died (or is leaving) after its attach leaves the group one above its
+        // desired capacity until its swap gives the +1 back, once the group has settled.
+        let why = match group.member(&c.id) {
+            _ if !c.is_live() => {
+                format!("{} died after its attach to {} and its +1 is not given back yet", c.id, group.name)
+            }
+            Some(m) if m.lifecycle.is_leaving() => {
+                format!("{} left {} after its attach and its +1 is not given back yet", c.id, group.name)
+            }
+            Some(_) => format!("{} is attached to {} and its swap is not over: one attach at a time", c.id, group.name),
+            None => format!("{} is being attached to {}: one attach at a time", c.id, group.name),
+        };
+        let recorded = c.attached().filter(|_| c.is_live() && group.member(&c.id).is_none());
+        Ok(Some((why, recorded.map(|r| (r.at, c.id.clone())))))
+    }
+
+    /// Our copies launched for this group, in any state.
+    async fn copies(&self, group: &Group) -> Result<Vec<Instance>, crate::error::AwsError> {
         let query = InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) };
-        let copies = self.cloud.instances(&query, ANY_STATE).await?;
+        self.cloud.instances(&query, ANY_STATE).await
+    }
+
+    /// Whether `copy`'s record is young enough to count: one older than any deadline of its own
+    /// swap is left out.
+    fn patient(&self, copy: &Instance, group: &Group) -> bool {
         let healthy_deadline = GroupState::read(&group.tags, &self.config.policy).policy.healthy_deadline;
         let patience = healthy_deadline.max(self.config.ready_deadline) + self.config.orphan_deadline;
-        Ok(copies
-            .into_iter()
-            .filter(|c| Attached::pending(c, group) && c.attached().is_some_and(|r| self.now < r.at + patience))
-            .collect())
+        copy.attached().is_some_and(|r| self.now < r.at + patience)
     }
 
     /// Attaches of ours are netted out youngest first (see [`Attached::younger`]): `Some` (wait)
@@ -700,8 +759,12 @@ impl<C: Cloud> Swap<'_, C> {
     }
 
     async fn later(&self, why: &str, next: &SwapRequest) -> Outcome {
-        match send_swaps(self.cloud, self.config, std::slice::from_ref(next), self.config.ready_delay).await {
-            Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {} s", self.config.ready_delay)),
+        self.later_in(why, next, self.config.ready_delay).await
+    }
+
+    async fn later_in(&self, why: &str, next: &SwapRequest, delay: i32) -> Outcome {
+        match send_swaps(self.cloud, self.config, std::slice::from_ref(next), delay).await {
+            Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {delay} s")),
             Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
             Err(e) => on_error("could not re-enqueue the swap", e),
         }
