@@ -137,6 +137,16 @@ fn seeds_159_295_two_attaches_pending_in_one_group() {
     }
 }
 
+/// Found two deliveries of one swap at once (two chains of its message): each wrote its own
+/// record on the copy, one attached, and the record read back after the attach (the other's, a
+/// few seconds younger) counted the copy as an attach younger than itself. The swap took desired
+/// for one above its own and kept both instances, one above the operator's value for good
+/// (6/7/7 for 6/6/6). A copy is no longer younger than itself.
+#[test]
+fn seed_186_two_deliveries_of_one_swap_at_once() {
+    assert_clean(run(186));
+}
+
 /// A copy of ours still outside its group when the rest period ends, in a group whose launch
 /// hook installs the application while its tag says `ignore`: no attached copy could serve, so
 /// each was rolled back (or replaced by the group as unhealthy), its instance set aside, and the

@@ -440,7 +440,7 @@ impl Attached {
         let Some(mine) = copy.attached() else { return Vec::new() };
         let mut younger: Vec<(Attached, &Instance)> = copies
             .iter()
-            .filter(|c| Attached::pending(c, group))
+            .filter(|c| c.id != copy.id && Attached::pending(c, group))
             .filter_map(|c| Some((c.attached()?, c)))
             .filter(|(r, c)| (r.at, &c.id) > (mine.at, &copy.id))
             .collect();
@@ -807,6 +807,10 @@ mod tests {
         assert_eq!(Attached::counted(&tied[1], &tied, &gone).map(|r| r.desired), Some(5), "i-a is not pending");
         assert_eq!(younger(&copies[5]), Vec::<String>::new(), "i-g and i-h are netted out");
         assert_eq!(younger(&copies[4]), Vec::<String>::new(), "no record: nothing to order");
+        // Two deliveries of one swap at once: each wrote its own record on the copy, and the one
+        // read back (the other's, a moment later) is the copy itself, not a younger attach.
+        let rewritten = [copy("i-a", "i-1", Some("105 4"))];
+        assert!(Attached::younger(&copies[0], &rewritten, &group).is_empty(), "not younger than itself");
         let pending: Vec<&str> =
             copies.iter().filter(|c| Attached::pending(c, &group)).map(|c| c.id.as_str()).collect();
         assert_eq!(pending, ["i-a", "i-b", "i-d", "i-f"]);
