@@ -18,7 +18,7 @@ use asg_core::workflows::scan::{survey, Scope, Survey};
 use serde::{Deserialize, Serialize};
 
 /// The tag Auto Scaling puts on its members.
-const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
+use asg_core::domain::model::TAG_AWS_GROUP as GROUP_NAME_TAG;
 
 /// The version of the JSON shape.
 pub const VERSION: u32 = 1;

@@ -875,6 +875,19 @@ impl Harness {
         s.check.operator_set(&s.world, group, desired, max);
     }
 
+    /// The world takes `id`: EC2 reclaims it two minutes from now (`warned`, as after a Spot
+    /// interruption warning), or someone terminates it now. The checker counts it as lost to
+    /// the world, not to the tool.
+    pub fn lose(&self, id: &str, warned: bool) {
+        let mut s = self.sim.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *s;
+        s.check.doomed(&s.world, id);
+        match warned {
+            true => s.world.interrupt(id),
+            false => s.world.kill(id, "Client.UserInitiatedShutdown"),
+        }
+    }
+
     /// The messages on `queue` that name `needle` reach the dead-letter queue, as after their
     /// last failed receive; how many.
     pub fn dead_letter(&self, queue: &str, needle: &str) -> usize {

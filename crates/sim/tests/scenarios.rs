@@ -495,3 +495,70 @@ fn a_group_takes_one_attach_at_a_time() {
     assert_eq!(copies, 2, "both swaps done\n{}", h.trace());
     assert_clean(&h, h.violations());
 }
+
+/// Soak seed 699: a swap recorded its attach on the copy and crashed before the call; the copy
+/// died outside the group, and an operator then set desired capacity to the very value the
+/// record named. The next delivery took the dead copy for an attach made, and gave back a +1
+/// that never was. A copy that dies outside the group was never attached unless its record
+/// says it was taken out: Auto Scaling's own tag says where it died.
+#[test]
+fn a_copy_recorded_but_never_attached_gives_nothing_back_when_it_dies() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    h.throttle_next("autoscaling:AttachInstances");
+    while h.world(|w| !w.instances[&copy].tags.contains_key(TAG_ATTACHED)) {
+        assert!(h.deliver(SWAP_QUEUE) > 0, "the swap reaches its attach\n{}", h.trace());
+    }
+    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach was refused");
+    h.lose(&copy, false);
+    h.advance(60);
+    h.operator("web", Some(3), Some(3));
+    h.advance(400);
+    swap_for(&mut h, 300, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!(g.desired, 3, "the operator's value stands\n");
+        assert!(w.instances[&old].tags[TAG_HOLD].starts_with("skip"), "a failed replacement: set aside");
+    });
+    assert_clean(&h, h.violations());
+}
+
+/// A copy attached, the instance it replaces then gone by another path (its +1 is still to be
+/// given back, once the group has settled), and a Spot interruption warning for the copy: the
+/// handler hands it back, detached without a decrement. Out of the group it loses Auto Scaling's
+/// tag, so its record says it was taken out, and its death still counts as an attach to give
+/// back.
+#[test]
+fn a_copy_handed_back_before_its_attach_is_netted_out_still_gives_it_back() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, old) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    h.lose(&old, false);
+    h.advance(120);
+    h.lose(&copy, true);
+    h.event(&copy, "EC2 Spot Instance Interruption Warning").expect("handled");
+    assert!(h.world(|w| w.instances[&copy].tags[TAG_ATTACHED].ends_with(" out")), "{}", h.trace());
+    // The group launched a replacement for the instance that died: once it serves, the swap
+    // gives the copy's +1 back.
+    for _ in 0..30 {
+        h.advance(30);
+        h.world(|w| {
+            let now = w.now;
+            let copy = copy.clone();
+            w.target_groups
+                .values_mut()
+                .flat_map(|ts| ts.iter_mut())
+                .filter(|(id, _)| **id != copy)
+                .for_each(|(_, t)| t.until = now);
+        });
+        h.deliver(SWAP_QUEUE);
+    }
+    h.scan();
+    h.world(|w| assert_eq!((w.groups["web"].max, w.groups["web"].desired), (2, 2), "as the operator left it"));
+    assert_clean(&h, h.violations());
+}

@@ -27,7 +27,7 @@ use price_list::{PriceCache, PRICE_TTL};
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use crate::domain::model::{
     is_capacity_error, launch_failure, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Market,
-    Tags, TemplateVersion,
+    Tags, TemplateVersion, TAG_AWS_GROUP,
 };
 use crate::domain::pools::TypeInfo;
 use crate::domain::reserved::Reservation;
@@ -130,7 +130,7 @@ impl Cloud for AwsCloud {
         let selectors: Vec<ec2::types::Filter> = match query {
             InstanceQuery::InGroups(names) => names
                 .chunks(FILTER_VALUES)
-                .map(|c| ec2_filter("tag:aws:autoscaling:groupName", c.iter().cloned()))
+                .map(|c| ec2_filter(&format!("tag:{TAG_AWS_GROUP}"), c.iter().cloned()))
                 .collect(),
             InstanceQuery::Tagged { key, value: None } => vec![ec2_filter("tag-key", [key.clone()])],
             InstanceQuery::Tagged { key, value: Some(v) } => vec![ec2_filter(&format!("tag:{key}"), [v.clone()])],

@@ -32,6 +32,9 @@ pub const TAG_SWAP_UNDER_WAY: &str = "asg-optimiser:swap-under-way";
 /// Seconds a swapper invocation may still be running after it started, at least: twice the
 /// swapper's timeout in the template.
 pub const SWAPPER_SPAN: Epoch = 120;
+/// On an instance: the group it is a member of, put on by Auto Scaling at launch and at attach,
+/// taken off at detach, and kept by an instance that dies in the group.
+pub const TAG_AWS_GROUP: &str = "aws:autoscaling:groupName";
 /// Prefix of every tag we own: never copied from an On-Demand instance to its Spot copy.
 pub const OUR_TAG_PREFIX: &str = "asg-optimiser:";
 
@@ -370,6 +373,9 @@ pub enum Netting {
     /// Not attached: recorded, then another attach of ours to the group was found under way,
     /// and the swap waits for its turn (see [`Attached::holds_turn`]).
     Waiting,
+    /// Attached, then taken out of the group without netting out its +1 (the interruption
+    /// handler hands a copy back): pending wherever the copy is, until its swap gives it back.
+    Out,
 }
 
 impl Netting {
@@ -379,6 +385,7 @@ impl Netting {
             Netting::RollBack => "roll-back",
             Netting::Over => "over",
             Netting::Waiting => "waiting",
+            Netting::Out => "out",
         }
     }
 }
@@ -391,7 +398,7 @@ impl Attached {
         let netting = match words.next() {
             None => None,
             Some(w) => Some(
-                [Netting::Retire, Netting::RollBack, Netting::Over, Netting::Waiting]
+                [Netting::Retire, Netting::RollBack, Netting::Over, Netting::Waiting, Netting::Out]
                     .into_iter()
                     .find(|n| n.word() == w)?,
             ),
@@ -407,14 +414,18 @@ impl Attached {
     }
 
     /// Whether `copy`'s attach to `group` still counts in its desired capacity: recorded, made
-    /// (the copy is a member, or died: a live copy outside the group was refused, or is still
-    /// to be attached), and not netted out (a retire or a roll-back is, once the instance it
-    /// removes is on its way out).
+    /// (the copy is a member, or died in the group, as the group's own tag on it says; a live
+    /// copy outside the group was refused, or is still to be attached, and one that died
+    /// outside it never was, unless its record says it was taken out), and not netted out (a
+    /// retire or a roll-back is, once the instance it removes is on its way out).
     pub fn pending(copy: &Instance, group: &Group) -> bool {
         let still_here = |id: &str| group.member(id).is_some_and(|m| !m.lifecycle.is_leaving());
         match copy.attached().and_then(|r| r.netting) {
             _ if copy.attached().is_none() => false,
-            None => group.member(&copy.id).is_some() || !copy.is_live(),
+            None => {
+                group.member(&copy.id).is_some() || (!copy.is_live() && copy.tag(TAG_AWS_GROUP) == Some(&group.name))
+            }
+            Some(Netting::Out) => true,
             Some(Netting::Over | Netting::Waiting) => false,
             Some(Netting::Retire) => copy.tag(TAG_REPLACES).is_some_and(still_here),
             Some(Netting::RollBack) => still_here(&copy.id),
@@ -763,9 +774,14 @@ mod tests {
 
     #[test]
     fn attach_and_max_size_records_read_back_and_refuse_garbage() {
-        for netting in
-            [None, Some(Netting::Retire), Some(Netting::RollBack), Some(Netting::Over), Some(Netting::Waiting)]
-        {
+        for netting in [
+            None,
+            Some(Netting::Retire),
+            Some(Netting::RollBack),
+            Some(Netting::Over),
+            Some(Netting::Waiting),
+            Some(Netting::Out),
+        ] {
             let a = Attached { at: 1_800_000_000, desired: 6, netting };
             assert_eq!(Attached::parse(&a.value()), Some(a));
         }
@@ -792,7 +808,8 @@ mod tests {
             copy("i-h", "i-8", Some("600 6 roll-back")), // i-h gone: netted out
         ];
         let member = |id: &str| Member { id: id.into(), lifecycle: Lifecycle::InService, ..Default::default() };
-        let group = Group { members: ["i-a", "i-b", "i-d", "i-f", "i-6"].map(member).to_vec(), ..Default::default() };
+        let members = ["i-a", "i-b", "i-d", "i-f", "i-6"].map(member).to_vec();
+        let group = Group { name: "web".into(), members, ..Default::default() };
         let younger = |c: &Instance| -> Vec<String> {
             Attached::younger(c, &copies, &group).into_iter().map(|y| y.id.clone()).collect()
         };
@@ -819,13 +836,21 @@ mod tests {
         // a record taken back while its swap waits, or a dead copy's netted-out record.
         let now = 700;
         let dead = |c: Instance| Instance { state: InstanceState::Terminated, ..c };
+        // Died in the group: Auto Scaling's own tag stays on it.
+        let in_group = |mut c: Instance| {
+            c.tags.insert(TAG_AWS_GROUP.into(), "web".into());
+            c
+        };
         let turn = [
             (copy("i-a", "i-1", Some("100 4")), true), // attached, pending
             (copy("i-x", "i-9", Some("650 7")), true), // being attached
             (copy("i-x", "i-9", Some(&format!("{} 7", now - SWAPPER_SPAN))), false), // swap long gone
             (copy("i-x", "i-9", Some("650 7 waiting")), false), // taken back
             (copy("i-e", "i-5", None), false),         // not recorded yet
-            (dead(copy("i-y", "i-9", Some("300 6"))), true), // died after its attach
+            (dead(in_group(copy("i-y", "i-9", Some("300 6")))), true), // died after its attach
+            (dead(copy("i-y", "i-9", Some("300 6"))), false), // died, never attached
+            (dead(copy("i-y", "i-9", Some("300 6 out"))), true), // handed back, +1 kept
+            (copy("i-y", "i-9", Some("300 6 out")), true), // the same, still draining
             (dead(copy("i-h", "i-8", Some("600 6 roll-back"))), false), // netted out
         ];
         for (c, holds) in turn {

@@ -171,6 +171,11 @@ pub async fn handle<C: Cloud>(
             format!("{id} terminated through {group_name} (termination hook runs); the group replaces it now")
         }
         Some(_) => {
+            // Out of the group, the copy loses the group's tag; a +1 of its attach still to give
+            // back must still count once it dies: its record says so first.
+            if instance.attached().is_some_and(|r| r.netting.is_none()) {
+                mark(cloud, &instance, Some(Netting::Out)).await?;
+            }
             cloud.detach(&group.name, &id, false).await?;
             format!("{id} detached from {group_name}; the group replaces it now and the next scan terminates it")
         }

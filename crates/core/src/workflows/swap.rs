@@ -545,17 +545,19 @@ impl<C: Cloud> Swap<'_, C> {
         let (od, spot_id) = (&self.req.old, &self.req.new);
         let reason = spot.state_reason.as_deref().unwrap_or("no state reason");
         let what = format!("{spot_id} is {} ({reason})", spot.state);
+        let netted = spot.attached().and_then(|r| r.netting).is_some_and(|n| n != Netting::Waiting);
         match spot.attached() {
-            Some(_) if !Attached::pending(spot, group) => {
-                Outcome::Done(format!("{what} after its swap netted out its attach; the group replaces it"))
-            }
-            Some(_) => {
+            Some(_) if Attached::pending(spot, group) => {
                 if self.left_unserved(spot, group) {
                     self.pause(spot, group, Cause::Unserved).await;
                 }
                 self.settle(spot, group, format!("{what} after its attach")).await
             }
-            None => {
+            Some(_) if netted => {
+                Outcome::Done(format!("{what} after its swap netted out its attach; the group replaces it"))
+            }
+            // No record, or one of an attach that never happened (the copy died outside the group).
+            _ => {
                 // Never attached: e.g. a KMS key the launching role may not use kills it at launch.
                 warn!(asg = %group.name, new = %spot_id, state = %spot.state, reason = %reason, "the copy died before its attach");
                 self.metrics.incr(metrics::REPLACEMENTS_FAILED);
