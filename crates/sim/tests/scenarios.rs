@@ -562,3 +562,38 @@ fn a_copy_handed_back_before_its_attach_is_netted_out_still_gives_it_back() {
     h.world(|w| assert_eq!((w.groups["web"].max, w.groups["web"].desired), (2, 2), "as the operator left it"));
     assert_clean(&h, h.violations());
 }
+
+/// Soak seed 741: a swap past its attach found its group gone to dry-run and was dropped (the
+/// scanner resumes such a swap once the group leaves dry-run, but only while its copy is a
+/// member); the copy then died, and the group went from dry-run to disabled: nobody gave the
+/// attach's +1 back. The swap now waits the dry-run out, and gives it back after.
+#[test]
+fn a_swap_past_its_attach_waits_out_a_dry_run_and_gives_back_the_plus_one_of_a_copy_that_died() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, _) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert(TAG_MODE.into(), "dry-run".into()));
+    h.lose(&copy, true);
+    for _ in 0..4 {
+        h.advance(300);
+        h.deliver(SWAP_QUEUE);
+    }
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "nothing changes in dry-run\n{}", h.trace());
+    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert(TAG_MODE.into(), "disabled".into()));
+    for _ in 0..10 {
+        h.advance(60);
+        h.world(|w| {
+            let now = w.now;
+            w.target_groups.values_mut().flat_map(|ts| ts.values_mut()).for_each(|t| t.until = now);
+        });
+        h.deliver(SWAP_QUEUE);
+    }
+    h.scan();
+    h.world(|w| assert_eq!((w.groups["web"].max, w.groups["web"].desired), (2, 2), "as the operator left it"));
+    assert_clean(&h, h.violations());
+}

@@ -33,6 +33,9 @@ use crate::domain::state::GroupState;
 use crate::message::{Outcome, SwapRequest};
 use crate::metrics::{self, Metrics};
 
+/// Seconds between two looks at a group in dry-run by a swap past its attach.
+const DRY_RUN_WAIT: i32 = 300;
+
 pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body: &str, now: Epoch) -> Outcome {
     let req = match SwapRequest::parse(body) {
         Ok(r) => r,
@@ -134,6 +137,9 @@ impl<C: Cloud> Swap<'_, C> {
         // Dry-run changes nothing; a disabled group starts nothing new, but a swap already past
         // its attach is finished, so that no extra instance is left in the group.
         let policy = GroupState::read(&group.tags, &self.config.policy).policy;
+        if policy.mode == Mode::DryRun && (attached || died_attached) {
+            return self.wait_out_dry_run(group_name, &format!("finish the swap of {od} for {spot_id}")).await;
+        }
         if policy.mode == Mode::DryRun || (policy.mode == Mode::Disabled && !attached && !died_attached) {
             if let Some(outcome) = paused(&policy, group_name, &format!("swap {spot_id} in for {od}")) {
                 return outcome;
@@ -363,12 +369,9 @@ impl<C: Cloud> Swap<'_, C> {
     async fn finish(&self, spot: &Instance, group: Group, policy: &Policy, healthy: bool) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
         // The group read after the attach may show it gone to dry-run meanwhile: from there on,
-        // nothing changes (the scanner resumes the swap once the group leaves dry-run).
-        let now = GroupState::read(&group.tags, &self.config.policy).policy;
-        if now.mode == Mode::DryRun {
-            if let Some(outcome) = paused(&now, &group.name, &format!("finish the swap of {od} for {spot_id}")) {
-                return outcome;
-            }
+        // nothing changes until it leaves dry-run.
+        if GroupState::read(&group.tags, &self.config.policy).policy.mode == Mode::DryRun {
+            return self.wait_out_dry_run(&group.name, &format!("finish the swap of {od} for {spot_id}")).await;
         }
         let Some(spot_member) = group.member(spot_id) else {
             return Outcome::Retry(format!("{spot_id} is not in {} right after attach", group.name));
@@ -758,6 +761,16 @@ impl<C: Cloud> Swap<'_, C> {
     /// This swap, to check again on the copy's status checks only (see [`Self::run`]).
     fn waiting_for_checks(&self, spot: &Instance) -> SwapRequest {
         SwapRequest { launched: Some(self.req.launched.unwrap_or(spot.launch_time)), ..self.req.clone() }
+    }
+
+    /// A swap past its attach in a group gone to dry-run changes nothing, but is not dropped:
+    /// its +1 is in the group's desired capacity, and should the copy die meanwhile, no scan
+    /// sees it any more (the scanner resumes only swaps whose copy is a member). It comes back
+    /// every [`DRY_RUN_WAIT`] seconds until the group leaves dry-run.
+    async fn wait_out_dry_run(&self, group: &str, would: &str) -> Outcome {
+        info!(asg = %group, dry_run = true, "would {would}");
+        let why = format!("group {group} is in dry-run: would {would}; nothing changed until it leaves dry-run");
+        self.later_in(&why, &self.full_read(), DRY_RUN_WAIT).await
     }
 
     async fn later(&self, why: &str, next: &SwapRequest) -> Outcome {
