@@ -413,7 +413,7 @@ fn an_orphan_whose_attach_was_recorded_but_refused_neither_holds_the_turn_nor_gi
         assert!(h.deliver(SWAP_QUEUE) > 0, "the swap reaches its attach\n{}", h.trace());
     }
     assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach was refused");
-    // Its message fails until it reaches the dead-letter queue; at the orphan deadline the
+    // Its message is lost (sent to the dead-letter queue here); at the orphan deadline the
     // scanner terminates the copy, its record marked over first.
     assert_eq!(h.dead_letter(SWAP_QUEUE, &copy), 1);
     h.advance(1300);
@@ -595,5 +595,38 @@ fn a_swap_past_its_attach_waits_out_a_dry_run_and_gives_back_the_plus_one_of_a_c
     }
     h.scan();
     h.world(|w| assert_eq!((w.groups["web"].max, w.groups["web"].desired), (2, 2), "as the operator left it"));
+    assert_clean(&h, h.violations());
+}
+
+/// Soak seeds 771 and 1177: a swap past its attach (the copy, or the instance it replaces, gone
+/// by another path, its +1 to give back) failed five deliveries in a row on throttling and
+/// reached the dead-letter queue; the +1 stayed for good. Past its attach, a transient failure
+/// re-sends the swap (its receive count starts again) instead.
+#[test]
+fn a_swap_past_its_attach_outlives_throttling_without_reaching_the_dead_letter_queue() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, old) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    for _ in 0..8 {
+        h.throttle_next("elasticloadbalancing:DescribeTargetHealth");
+        h.advance(400);
+        assert_eq!(h.deliver(SWAP_QUEUE), 1, "the swap is still on its queue\n{}", h.trace());
+    }
+    h.world(|w| {
+        let now = w.now;
+        w.target_groups.values_mut().filter_map(|ts| ts.get_mut(&copy)).for_each(|t| t.until = now);
+    });
+    swap_for(&mut h, 300, |_| {});
+    h.scan();
+    let (sizes, old_in, dead) = h.world(|w| {
+        let g = &w.groups["web"];
+        ((g.max, g.desired), g.member(&old).is_some(), w.queues[SWAP_QUEUE].dead_letters.len())
+    });
+    assert_eq!((sizes, old_in, dead), ((2, 2), false, 0), "swapped, nothing dead-lettered\n{}", h.trace());
     assert_clean(&h, h.violations());
 }

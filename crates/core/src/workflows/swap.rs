@@ -14,6 +14,8 @@
 //! instance it replaces leaves by another path, the swap gives back its own +1, once the group has
 //! settled, and nothing else.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use tracing::{info, warn};
 
 use crate::actions::{
@@ -42,7 +44,16 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body:
         Err(why) => return Outcome::Rejected(why),
     };
     record_ids(&req.group, &req.old, Some(&req.new));
-    Swap { cloud, config, metrics, req: &req, now }.run().await
+    let swap = Swap { cloud, config, metrics, req: &req, now, past_attach: false.into(), transient: false.into() };
+    match swap.run().await {
+        // A swap past its attach has a +1 in the group that only it nets out: a failure the
+        // service may not repeat (throttling, a 5xx) re-sends it, its receive count starting
+        // again, rather than letting it reach the dead-letter queue while the +1 stays.
+        Outcome::Retry(why) if swap.past_attach.load(Relaxed) && swap.transient.load(Relaxed) => {
+            swap.later(&format!("{why}; past the attach, trying again"), &swap.full_read()).await
+        }
+        outcome => outcome,
+    }
 }
 
 fn not_ready(id: &str, h: &Health) -> String {
@@ -62,9 +73,21 @@ struct Swap<'a, C> {
     metrics: &'a Metrics,
     req: &'a SwapRequest,
     now: Epoch,
+    /// The copy is attached, or its attach is being made or may have been made.
+    past_attach: AtomicBool,
+    /// A call failed in a way the service may not repeat.
+    transient: AtomicBool,
 }
 
 impl<C: Cloud> Swap<'_, C> {
+    /// [`on_error`], noting a transient failure.
+    fn failed(&self, what: &str, e: crate::error::AwsError) -> Outcome {
+        if e.transient {
+            self.transient.store(true, Relaxed);
+        }
+        on_error(what, e)
+    }
+
     async fn run(&self) -> Outcome {
         let SwapRequest { group: group_name, old: od, new: spot_id, market, .. } = self.req;
         // While the copy only waits (for its status checks, or to become healthy behind the load
@@ -79,7 +102,7 @@ impl<C: Cloud> Swap<'_, C> {
                 Ok(Some(why)) => return self.later(&why, self.req).await,
                 Ok(None) => healthy_behind = Some((&self.req.target_groups, &self.req.load_balancers)),
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return on_error("could not read the copy's health behind its load balancers", e),
+                Err(e) => return self.failed("could not read the copy's health behind its load balancers", e),
             }
         } else if self.req.launched.is_some_and(|t| self.now < t + self.config.ready_deadline) {
             match self.cloud.health(std::slice::from_ref(spot_id)).await {
@@ -90,7 +113,7 @@ impl<C: Cloud> Swap<'_, C> {
                     other => checked = other,
                 },
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return on_error("could not read the copy's status", e),
+                Err(e) => return self.failed("could not read the copy's status", e),
             }
         }
         let spot = match self.cloud.instances(&InstanceQuery::Ids(vec![spot_id.clone()]), ANY_STATE).await {
@@ -98,7 +121,7 @@ impl<C: Cloud> Swap<'_, C> {
                 Some(s) => s,
                 None => return Outcome::Rejected(format!("instance {spot_id} does not exist")),
             },
-            Err(e) => return on_error("could not describe the copy", e),
+            Err(e) => return self.failed("could not describe the copy", e),
         };
         // A forged or mixed-up message names an instance we did not launch for this pair.
         if Market::of(&spot) != *market
@@ -121,6 +144,7 @@ impl<C: Cloud> Swap<'_, C> {
         // A copy that died after its attach is no longer a member, but the +1 of its attach
         // stays in desired until its swap gives it back.
         let died_attached = !spot.is_live() && Attached::pending(&spot, &group);
+        self.past_attach.store(attached || died_attached, Relaxed);
         if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
             // Opted out mid-swap: nothing goes on, and a copy already attached comes back out
             // (or, dead, its +1), so that the group is as its operator left it.
@@ -157,7 +181,7 @@ impl<C: Cloud> Swap<'_, C> {
     }
 
     async fn group(&self) -> Result<Option<Group>, Outcome> {
-        read_group(self.cloud, &self.req.group).await.map_err(|e| on_error("could not describe the group", e))
+        read_group(self.cloud, &self.req.group).await.map_err(|e| self.failed("could not describe the group", e))
     }
 
     /// Why one of `ids` does not serve yet behind these target groups and Classic Load
@@ -213,7 +237,7 @@ impl<C: Cloud> Swap<'_, C> {
                 Some(h) => Some(h),
                 None => match self.cloud.health(std::slice::from_ref(spot_id)).await {
                     Ok(mut found) => found.remove(spot_id),
-                    Err(e) => return on_error("could not read the copy's status", e),
+                    Err(e) => return self.failed("could not read the copy's status", e),
                 },
             };
             match health {
@@ -243,7 +267,7 @@ impl<C: Cloud> Swap<'_, C> {
         match self.turn_taken(spot_id, &group).await {
             Ok(None) => {}
             Ok(Some((why, _))) => return self.later(&why, &self.waiting_for_checks(spot)).await,
-            Err(e) => return on_error("could not read the group's other copies", e),
+            Err(e) => return self.failed("could not read the group's other copies", e),
         }
         // An attached instance skips the group's launch hooks: a fresh look, unless the group's
         // policy says they do nothing a copy needs.
@@ -261,7 +285,7 @@ impl<C: Cloud> Swap<'_, C> {
                         .await
                 }
                 Ok(_) => {}
-                Err(e) => return on_error("could not read the group's lifecycle hooks", e),
+                Err(e) => return self.failed("could not read the group's lifecycle hooks", e),
             }
         }
 
@@ -272,7 +296,7 @@ impl<C: Cloud> Swap<'_, C> {
         let record = Attached { at: self.now, desired: group.desired + 1, netting: None };
         let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
         if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
-            return on_error("could not record the attach on the copy", e);
+            return self.failed("could not record the attach on the copy", e);
         }
         let mut recorded = spot.clone();
         recorded.tags.extend(tag);
@@ -283,7 +307,7 @@ impl<C: Cloud> Swap<'_, C> {
                 // Not made: the record says so, so that the copy's death does not read as an
                 // attach's +1 to give back.
                 if let Err(e) = mark(self.cloud, spot, Some(Netting::Waiting)).await {
-                    return on_error("could not record on the copy that it waits for its turn", e);
+                    return self.failed("could not record on the copy that it waits for its turn", e);
                 }
                 // Two swaps that recorded at once both wait: the one recorded first (by time,
                 // then id, as [`Attached::younger`] orders) comes back first, and takes the turn.
@@ -291,7 +315,7 @@ impl<C: Cloud> Swap<'_, C> {
                 let delay = if first { 1 } else { 2 * self.config.ready_delay };
                 return self.later_in(&why, &self.waiting_for_checks(spot), delay).await;
             }
-            Err(e) => return on_error("could not read the group's other copies", e),
+            Err(e) => return self.failed("could not read the group's other copies", e),
         }
 
         // Mark the group first: a swap of ours may be attached here from now on, which lets a
@@ -307,14 +331,15 @@ impl<C: Cloud> Swap<'_, C> {
             let (previous, to) = (state.original_max.clone().and_then(Result::ok), group.desired + 1);
             let record = MaxRaise::next(previous, group.max, to);
             if let Err(e) = set_max_recorded(self.cloud, &group.name, previous, record, to, marker).await {
-                return on_error("could not mark the group and raise MaxSize before the attach", e);
+                return self.failed("could not mark the group and raise MaxSize before the attach", e);
             }
             info!(asg = %group.name, from = group.max, to, "raised MaxSize to attach");
         } else if !marker.is_empty() {
             if let Err(e) = self.cloud.tag_group(&group.name, &marker).await {
-                return on_error("could not mark the group before the attach", e);
+                return self.failed("could not mark the group before the attach", e);
             }
         }
+        self.past_attach.store(true, Relaxed);
         if let Err(e) = self.cloud.attach(&group.name, std::slice::from_ref(spot_id)).await {
             // A concurrent delivery may have attached it: the fresh read decides.
             warn!(code = e.code(), error = %e, "attach failed; re-reading the group");
@@ -325,7 +350,7 @@ impl<C: Cloud> Swap<'_, C> {
             };
             if fresh.member(spot_id).is_none() {
                 if e.transient {
-                    return on_error("could not attach the copy", e);
+                    return self.failed("could not attach the copy", e);
                 }
                 if e.code() == "ValidationError" && fresh.desired + 1 > fresh.max {
                     // The group changed under us (it scaled out to its MaxSize): not a refusal
@@ -348,13 +373,13 @@ impl<C: Cloud> Swap<'_, C> {
         // attach, less the attaches of ours ordered after this one.
         let younger = match self.pending_attaches(&group).await {
             Ok(pending) => Attached::younger(spot, &pending, &group).len() as i32,
-            Err(e) => return on_error("could not read the group's other copies", e),
+            Err(e) => return self.failed("could not read the group's other copies", e),
         };
         if group.desired - younger != record.desired {
             let record = Attached { desired: group.desired - younger, ..record };
             let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
             if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
-                return on_error("could not record the attach on the copy", e);
+                return self.failed("could not record the attach on the copy", e);
             }
             let mut recorded = spot.clone();
             recorded.tags.extend(tag);
@@ -421,14 +446,14 @@ impl<C: Cloud> Swap<'_, C> {
         if let Some(r) = record.filter(|r| r.desired != group.desired) {
             let pending = match self.pending_attaches(&group).await {
                 Ok(pending) => pending,
-                Err(e) => return on_error("could not read the group's other copies", e),
+                Err(e) => return self.failed("could not read the group's other copies", e),
             };
             // Recorded the same as another attach of the same second: see [`Attached::counted`].
             let r = match Attached::counted(spot, &pending, &group).filter(|c| c.desired != r.desired) {
                 Some(c) => {
                     let tag = Tags::from([(TAG_ATTACHED.to_string(), c.value())]);
                     if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
-                        return on_error("could not record the attach on the copy", e);
+                        return self.failed("could not record the attach on the copy", e);
                     }
                     let mut recorded = spot.clone();
                     recorded.tags.extend(tag);
@@ -471,7 +496,7 @@ impl<C: Cloud> Swap<'_, C> {
                 };
                 return self.later(&format!("waiting for the load balancers: {why}"), &waiting).await;
             }
-            Err(e) => return on_error("could not read the copy's health behind its load balancers", e),
+            Err(e) => return self.failed("could not read the copy's health behind its load balancers", e),
         }
         // A copy EC2 has given an interruption notice ends within two minutes: keep the instance
         // it was to replace. The notice is read here, right before the retire, because its event
@@ -482,7 +507,7 @@ impl<C: Cloud> Swap<'_, C> {
                 Ok(true) => {
                     return self.roll_back(spot, &group, format!("{spot_id} has a Spot interruption notice")).await
                 }
-                Err(e) => return on_error("could not read the copy's Spot request", e),
+                Err(e) => return self.failed("could not read the copy's Spot request", e),
             }
         }
         if let Some(outcome) = self.younger_first(spot, &group, &format!("{spot_id} serves"), true).await {
@@ -508,7 +533,7 @@ impl<C: Cloud> Swap<'_, C> {
         }
         // Through the group, so its termination lifecycle hooks (draining) run.
         if let Err(e) = self.cloud.terminate_in_group(od, true).await {
-            return on_error("could not retire the replaced instance", e);
+            return self.failed("could not retire the replaced instance", e);
         }
         // After, not before: were the instance then to leave by itself, a mark written first
         // would take it for retired. A crash in between leaves no mark, and the next delivery
@@ -533,7 +558,7 @@ impl<C: Cloud> Swap<'_, C> {
     async fn keep_both(&self, spot: &Instance, group: &Group, why: String) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
         if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
-            return on_error("could not record on the copy that its swap is over", e);
+            return self.failed("could not record on the copy that its swap is over", e);
         }
         info!(asg = %group.name, od = %od, spot = %spot_id, reason = %why, "both instances stay");
         if group.tags.contains_key(TAG_ORIGINAL_MAX) {
@@ -594,7 +619,7 @@ impl<C: Cloud> Swap<'_, C> {
                 false => "giving back the attach's +1 would go below MinSize",
             };
             if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
-                return on_error("could not record on the copy that its swap is over", e);
+                return self.failed("could not record on the copy that its swap is over", e);
             }
             return Outcome::Done(format!("{what}; {why}"));
         }
@@ -614,7 +639,7 @@ impl<C: Cloud> Swap<'_, C> {
                 let why = format!("{what}; giving back the attach's +1 once every member serves ({why})");
                 return self.later(&why, &self.full_read()).await;
             }
-            Err(e) => return on_error("could not read the group's health behind its load balancers", e),
+            Err(e) => return self.failed("could not read the group's health behind its load balancers", e),
         }
         // A copy that died is a failed replacement: its instance is set aside for a while (before
         // the give-back, while it is certainly still a member: the group may pick it to go).
@@ -623,7 +648,7 @@ impl<C: Cloud> Swap<'_, C> {
             set_aside(self.cloud, self.config, &self.req.old, self.now, what.clone()).await;
         }
         if let Err(e) = self.cloud.set_desired(&group.name, record.desired - 1).await {
-            return on_error("could not give back the attach's +1", e);
+            return self.failed("could not give back the attach's +1", e);
         }
         // After, not before: a crash in between must not leave the +1 for good (the next
         // delivery finds desired moved since the attach, and nothing to give back).
@@ -710,7 +735,7 @@ impl<C: Cloud> Swap<'_, C> {
         spot.attached()?;
         let pending = match self.pending_attaches(group).await {
             Ok(p) => p,
-            Err(e) => return Some(on_error("could not read the group's other copies", e)),
+            Err(e) => return Some(self.failed("could not read the group's other copies", e)),
         };
         if let Some(me) = pending.iter().find(|c| c.id == spot.id && !c.is_live()).filter(|_| retiring) {
             let why = format!("{} is {} now", me.id, me.state);
@@ -781,7 +806,7 @@ impl<C: Cloud> Swap<'_, C> {
         match send_swaps(self.cloud, self.config, std::slice::from_ref(next), delay).await {
             Ok(0) => Outcome::Done(format!("waiting: {why}; checking again in {delay} s")),
             Ok(_) => Outcome::Retry(format!("waiting: {why}; could not re-enqueue")),
-            Err(e) => on_error("could not re-enqueue the swap", e),
+            Err(e) => self.failed("could not re-enqueue the swap", e),
         }
     }
 
@@ -831,10 +856,10 @@ impl<C: Cloud> Swap<'_, C> {
     async fn abandon(&self, spot: &Instance, why: String) -> Outcome {
         // A record of an attach that did not happen must not hold back the other swaps.
         if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
-            return on_error("could not record on the copy that it is not attached", e);
+            return self.failed("could not record on the copy that it is not attached", e);
         }
         if let Err(e) = self.cloud.terminate(std::slice::from_ref(&spot.id)).await {
-            return on_error("could not terminate the abandoned Spot instance", e);
+            return self.failed("could not terminate the abandoned Spot instance", e);
         }
         warn!(spot = %spot.id, reason = %why, "abandoned swap; copy terminated");
         self.metrics.incr(metrics::REPLACEMENTS_FAILED);
@@ -863,7 +888,7 @@ impl<C: Cloud> Swap<'_, C> {
                     return self.keep_both(spot, group, why).await;
                 }
                 Ok(_) => {}
-                Err(e) => return on_error("could not read the copy's health behind its load balancers", e),
+                Err(e) => return self.failed("could not read the copy's health behind its load balancers", e),
             }
         }
         if decrement && group.desired - 1 < group.min {
@@ -872,7 +897,7 @@ impl<C: Cloud> Swap<'_, C> {
                 .await;
         }
         if let Err(e) = self.cloud.terminate_in_group(spot_id, decrement).await {
-            return on_error("could not roll back the copy", e);
+            return self.failed("could not roll back the copy", e);
         }
         // After, as for a retire.
         if let Err(e) = mark(self.cloud, spot, Some(Netting::RollBack)).await {
