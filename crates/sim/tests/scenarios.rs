@@ -630,3 +630,39 @@ fn a_swap_past_its_attach_outlives_throttling_without_reaching_the_dead_letter_q
     assert_eq!((sizes, old_in, dead), ((2, 2), false, 0), "swapped, nothing dead-lettered\n{}", h.trace());
     assert_clean(&h, h.violations());
 }
+
+/// Soak seed 212: a copy died after its attach in a group then opted out; the scanner, which
+/// read only copies not terminated, found no swap under way and removed the group's marker, so
+/// the swap that was to give the +1 back was refused by IAM for good. The scanner now reads
+/// dead copies too, and a copy that died with its +1 still to give back keeps the marker.
+#[test]
+fn a_copy_that_died_with_its_plus_one_to_give_back_keeps_the_marker_of_a_group_opted_out() {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, _) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    h.lose(&copy, false);
+    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("AsgOptimiser".into(), "false".into()));
+    h.advance(200);
+    h.scan();
+    assert!(h.world(|w| w.groups["web"].tags.contains_key(TAG_SWAP_UNDER_WAY)), "the marker stays\n{}", h.trace());
+    for _ in 0..20 {
+        h.advance(60);
+        h.world(|w| {
+            let now = w.now;
+            w.target_groups.values_mut().flat_map(|ts| ts.values_mut()).for_each(|t| t.until = now);
+        });
+        h.deliver(SWAP_QUEUE);
+    }
+    h.scan();
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 2), "as the operator left it");
+        assert!(!g.tags.contains_key(TAG_SWAP_UNDER_WAY), "the marker goes once the +1 is given back");
+    });
+    assert_clean(&h, h.violations());
+}

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::domain::drift::TAG_ROLLOUT_PAUSED;
 use crate::domain::model::{
-    Attached, Epoch, Group, Instance, Market, MaxRaise, TemplateVersion, TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES,
-    TAG_SWAP_UNDER_WAY,
+    Attached, Epoch, Group, Instance, InstanceState, Market, MaxRaise, TemplateVersion, TAG_GROUP, TAG_ORIGINAL_MAX,
+    TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::ScanInput;
 use crate::domain::policy::{Mode, Policy};
@@ -86,7 +86,9 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
         }
     }
 
-    for s in &input.spots {
+    // (Copies shutting down or terminated are read only for `busy`: nothing to clean up.)
+    for s in input.spots.iter().filter(|s| !matches!(s.state, InstanceState::ShuttingDown | InstanceState::Terminated))
+    {
         let (group, old) = (s.tag(TAG_GROUP).unwrap_or_default(), s.tag(TAG_REPLACES).unwrap_or_default());
         if let Some(&attached_to) = member_of.get(s.id.as_str()) {
             let unfinished = known_groups.get(attached_to).is_some_and(|g| g.replaced_still_here(s));
@@ -182,12 +184,14 @@ pub fn stale_tags(
 }
 
 /// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
-/// attached while the instance it replaces is still a member.
+/// attached while the instance it replaces is still a member; or a copy died with the +1 of its
+/// attach still to give back (its swap needs the group's marker to, once the group is opted
+/// out).
 pub fn busy(g: &Group, spots: &[Instance]) -> bool {
-    spots
-        .iter()
-        .filter(|s| s.is_live() && s.tag(TAG_GROUP) == Some(g.name.as_str()))
-        .any(|s| g.member(&s.id).is_none() || g.replaced_still_here(s))
+    spots.iter().filter(|s| s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| match s.is_live() {
+        true => g.member(&s.id).is_none() || g.replaced_still_here(s),
+        false => Attached::pending(s, g),
+    })
 }
 
 /// Give back the MaxSize our swaps raised, and only that: while MaxSize is still the value we
@@ -256,6 +260,24 @@ mod tests {
     }
 
     #[test]
+    fn a_swap_is_under_way_while_a_copy_that_died_in_the_group_has_its_plus_one_to_give_back() {
+        let g = group("web", 3, vec![member("i-00000001", "InService"), member("i-00000002", "InService")]);
+        let dead = |i: Instance| Instance { state: InstanceState::Terminated, ..i };
+        let copy = |record: &str| with_tag(spot("i-0000000a", "web", "i-00000009", NOW - 600), TAG_ATTACHED, record);
+        let in_group = |i: Instance| with_tag(i, crate::domain::model::TAG_AWS_GROUP, "web");
+        let cases = [
+            (dead(in_group(copy("1800000000 3"))), true),       // died after its attach
+            (dead(copy("1800000000 3")), false),                // died before it
+            (dead(in_group(copy("1800000000 3 over"))), false), // given back
+            (dead(copy("1800000000 3 out")), true),             // handed back, +1 still there
+            (copy("1800000000 3"), true),                       // live, not attached yet
+        ];
+        for (c, want) in cases {
+            assert_eq!(busy(&g, std::slice::from_ref(&c)), want, "{:?} {:?}", c.state, c.tag(TAG_ATTACHED));
+        }
+    }
+
+    #[test]
     fn an_orphan_with_an_attach_recorded_but_never_made_has_it_marked_over_first() {
         let g = group("web", 2, vec![member("i-00000001", "InService")]);
         let old = |id: &str| spot(id, "web", "i-00000001", NOW - 1300);
@@ -264,7 +286,7 @@ mod tests {
             with_tag(old("i-0000000a"), TAG_ATTACHED, "1800000000 3"), // recorded, attach refused
             with_tag(old("i-0000000b"), TAG_ATTACHED, "1800000000 3 over"), // already over
             old("i-0000000c"),                                         // no record
-            dead(with_tag(old("i-0000000d"), TAG_ATTACHED, "1800000000 3")), // may have been attached
+            dead(with_tag(old("i-0000000d"), TAG_ATTACHED, "1800000000 3")), // dead: nothing to clean up
             // Attached, then detached after the instance it replaced left: its +1 stays counted.
             with_tag(spot("i-0000000e", "web", "i-00000077", NOW - 10), TAG_ATTACHED, "1800000000 3"),
         ];
@@ -277,7 +299,6 @@ mod tests {
                 ("i-0000000a", Some("1800000000 3".to_string())),
                 ("i-0000000b", None),
                 ("i-0000000c", None),
-                ("i-0000000d", None),
                 ("i-0000000e", None)
             ]
         );

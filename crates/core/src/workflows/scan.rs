@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{error, info, warn};
 
 use crate::actions::{compatible_with, gone_dry, mark_record, put_max_back, send_swaps};
-use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, LIVE, NOT_TERMINATED};
+use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, ANY_STATE, LIVE};
 use crate::config::Config;
 use crate::domain::housekeeping::{busy, housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
@@ -126,8 +126,7 @@ pub async fn survey<C: Cloud>(cloud: &C, config: &Config, now: Epoch, scope: &Sc
     let names: Vec<String> = planned.iter().map(|g| g.name.clone()).collect();
     let instances =
         if names.is_empty() { Vec::new() } else { cloud.instances(&InstanceQuery::InGroups(names), LIVE).await? };
-    let spots =
-        cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, NOT_TERMINATED).await?;
+    let spots = cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, ANY_STATE).await?;
 
     let states = GroupState::read_all(planned.iter().chain(&raised), &config.policy);
 
@@ -265,7 +264,7 @@ async fn remove_stale_tags<C: Cloud>(
         Err(e) => return failed(summary, "could not re-read groups to remove stale tags", &e),
     };
     let copies = if stale.iter().any(|(_, keys)| keys.iter().any(|k| k == TAG_SWAP_UNDER_WAY)) {
-        match cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, LIVE).await {
+        match cloud.instances(&InstanceQuery::Tagged { key: TAG_REPLACES.into(), value: None }, ANY_STATE).await {
             Ok(found) => Some(found),
             Err(e) => return failed(summary, "could not re-read our copies to remove stale tags", &e),
         }
