@@ -147,6 +147,24 @@ fn seed_186_two_deliveries_of_one_swap_at_once() {
     assert_clean(run(186));
 }
 
+/// Found with one attach at a time in place: a +1 of ours left in desired capacity for good.
+/// 699: a swap recorded its attach and crashed before the call; the copy died outside the
+/// group and its record read as an attach made (a copy that dies outside its group now counts
+/// as never attached, unless its record says it was handed back `out`). 741: a swap past its
+/// attach was dropped in dry-run and its copy died meanwhile (it now waits the dry-run out).
+/// 771, 1177: a swap past its attach reached the dead-letter queue over five throttled
+/// deliveries (it now re-sends itself on a transient failure). 212: the scanner, blind to a
+/// copy that had died with its +1 to give back, removed the marker of a group opted out, and
+/// IAM refused the give-back (dead copies are read now). 667: that read kept a group busy for
+/// good over a dead copy whose retire mark had failed (such a record counts only for the
+/// attach's patience).
+#[test]
+fn seeds_212_667_699_741_771_1177_a_plus_one_left_in_desired_capacity() {
+    for seed in [212, 667, 699, 741, 771, 1177] {
+        assert_clean(run(seed));
+    }
+}
+
 /// A copy of ours still outside its group when the rest period ends, in a group whose launch
 /// hook installs the application while its tag says `ignore`: no attached copy could serve, so
 /// each was rolled back (or replaced by the group as unhealthy), its instance set aside, and the

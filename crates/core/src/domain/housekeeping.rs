@@ -80,7 +80,7 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
     let mut out = Housekeeping::default();
     for g in known_groups.values().filter(|g| !is_dry(&g.name)) {
         let opted_in = input.opted_in.iter().any(|o| o.name == g.name);
-        let stale = stale_tags(&input.state(&g.name), opted_in, input.current.get(&g.name), busy(g, &input.spots), now);
+        let stale = stale_tags(&input.state(&g.name), opted_in, input.current.get(&g.name), busy_now(input, g), now);
         if !stale.is_empty() {
             out.stale_tags.push((g.name.clone(), stale));
         }
@@ -135,7 +135,7 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
 
     for g in known_groups.values() {
         let state = input.state(&g.name);
-        let repair = match busy(g, &input.spots) {
+        let repair = match busy_now(input, g) {
             // MaxSize set by someone else since our raise: theirs stands, and the record goes
             // now, so that they may even set our value later. (Not while it is still the value
             // before the first raise: a swap may be about to raise it.)
@@ -186,12 +186,18 @@ pub fn stale_tags(
 /// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
 /// attached while the instance it replaces is still a member; or a copy died with the +1 of its
 /// attach still to give back (its swap needs the group's marker to, once the group is opted
-/// out).
-pub fn busy(g: &Group, spots: &[Instance]) -> bool {
+/// out), recorded after `since` (see [`Attached::patience`]).
+pub fn busy(g: &Group, spots: &[Instance], since: Epoch) -> bool {
     spots.iter().filter(|s| s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| match s.is_live() {
         true => g.member(&s.id).is_none() || g.replaced_still_here(s),
-        false => Attached::pending(s, g),
+        false => Attached::pending(s, g) && s.attached().is_some_and(|r| r.at > since),
     })
+}
+
+/// [`busy`], for the scan: records before the group's patience count for nothing.
+fn busy_now(input: &ScanInput, g: &Group) -> bool {
+    let patience = Attached::patience(input.state(&g.name).policy.healthy_deadline, input.orphan_deadline);
+    busy(g, &input.spots, input.now - patience)
 }
 
 /// Give back the MaxSize our swaps raised, and only that: while MaxSize is still the value we
@@ -273,7 +279,17 @@ mod tests {
             (copy("1800000000 3"), true),                       // live, not attached yet
         ];
         for (c, want) in cases {
-            assert_eq!(busy(&g, std::slice::from_ref(&c)), want, "{:?} {:?}", c.state, c.tag(TAG_ATTACHED));
+            assert_eq!(
+                busy(&g, std::slice::from_ref(&c), 1_799_999_999),
+                want,
+                "{:?} {:?}",
+                c.state,
+                c.tag(TAG_ATTACHED)
+            );
+            assert!(
+                !busy(&g, std::slice::from_ref(&c), 1_800_000_000) || c.is_live(),
+                "a record too old counts for nothing"
+            );
         }
     }
 

@@ -443,6 +443,14 @@ impl Attached {
             || (copy.is_live() && group.member(&copy.id).is_none() && copy.attached().is_some_and(being_made))
     }
 
+    /// Seconds after an attach's record past which nothing waits for it any more: every deadline
+    /// of its own swap (ready, then healthy after the attach) and the orphan deadline after them
+    /// have passed (the orphan deadline exceeds the ready one), so a swap lost to a crash does
+    /// not hold its group back for good.
+    pub fn patience(healthy_deadline: Epoch, orphan_deadline: Epoch) -> Epoch {
+        healthy_deadline + 2 * orphan_deadline
+    }
+
     /// The attaches of ours to `group`, younger than `copy`'s (by time, then id), still pending
     /// (`copies`: our copies launched for the group, in any state), youngest first. Desired
     /// capacity is then what `copy`'s attach made it plus one for each, unless someone else

@@ -11,8 +11,8 @@ use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, ANY_STATE, LIVE};
 use crate::config::Config;
 use crate::domain::housekeeping::{busy, housekeeping, stale_tags, MaxRepair, Orphan, Stalled};
 use crate::domain::model::{
-    Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, Netting, TemplateVersion, TAG_HOLD, TAG_ORIGINAL_MAX,
-    TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+    Attached, Epoch, Group, Hold, Hook, Instance, LaunchSource, Market, Netting, TemplateVersion, TAG_HOLD,
+    TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::plan::{managed_spots, plan_groups, GroupPlan, ScanInput};
 use crate::domain::policy::Mode;
@@ -275,7 +275,8 @@ async fn remove_stale_tags<C: Cloud>(
         let state = GroupState::read(&g.tags, &config.policy);
         let opted_in = g.opted_in(&config.opt_in_key, &config.opt_in_value);
         // Without a fresh read of the copies, the marker counts as in use.
-        let busy = copies.as_deref().is_none_or(|c| busy(g, c));
+        let since = now - Attached::patience(state.policy.healthy_deadline, config.orphan_deadline);
+        let busy = copies.as_deref().is_none_or(|c| busy(g, c, since));
         let wanted =
             stale.iter().find(|(name, _)| *name == g.name).map(|(_, keys)| keys.as_slice()).unwrap_or_default();
         let keys: Vec<String> = stale_tags(&state, opted_in, current.get(&g.name), busy, now)

@@ -723,9 +723,13 @@ impl<C: Cloud> Swap<'_, C> {
     /// Whether `copy`'s record is young enough to count: one older than any deadline of its own
     /// swap is left out.
     fn patient(&self, copy: &Instance, group: &Group) -> bool {
+        copy.attached().is_some_and(|r| r.at > self.since(group))
+    }
+
+    /// Records made before this count for nothing in `group` (see [`Attached::patience`]).
+    fn since(&self, group: &Group) -> Epoch {
         let healthy_deadline = GroupState::read(&group.tags, &self.config.policy).policy.healthy_deadline;
-        let patience = healthy_deadline.max(self.config.ready_deadline) + self.config.orphan_deadline;
-        copy.attached().is_some_and(|r| self.now < r.at + patience)
+        self.now - Attached::patience(healthy_deadline, self.config.orphan_deadline)
     }
 
     /// Attaches of ours are netted out youngest first (see [`Attached::younger`]): `Some` (wait)
@@ -761,7 +765,7 @@ impl<C: Cloud> Swap<'_, C> {
             Ok(s) => s,
             Err(e) => return warn!(error = %e, "could not check other swaps; the scanner will restore MaxSize"),
         };
-        if busy(&group, &copies) {
+        if busy(&group, &copies, self.since(&group)) {
             return info!(asg = %group.name, "other swaps under way; MaxSize restored later");
         }
         if gone_dry(&group, self.config) {
