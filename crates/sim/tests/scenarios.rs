@@ -19,6 +19,18 @@ fn account() -> Harness {
     Harness::new(w)
 }
 
+/// The group of `account()` with two replacements in flight at once, behind a target group that
+/// never finds a copy healthy by itself.
+fn two_in_flight() -> World {
+    let mut w = World::new(7, START, &["us-east-1a", "us-east-1b"]);
+    let lt = w.add_template("ami-1", "m5.large");
+    w.add_group("web", 1, 2, 2, &lt, &[("AsgOptimiser", "true"), ("asg-optimiser:max-in-flight", "2")]);
+    w.add_target_group("web");
+    w.timing.checks = (60, 60);
+    w.timing.target_healthy = (100_000, 100_000);
+    w
+}
+
 /// Scan, launch, wait for the copy's checks: the swap message is due.
 fn copy_ready(h: &mut Harness) -> (String, String) {
     assert_eq!(h.scan().enqueued, 1);
@@ -28,6 +40,47 @@ fn copy_ready(h: &mut Harness) -> (String, String) {
         let copy = w.instances.values().find(|i| i.by_tool).expect("a copy");
         (copy.id.clone(), copy.tags[TAG_REPLACES].clone())
     })
+}
+
+/// `account()` behind a target group that never finds a copy healthy by itself: the swap has
+/// attached its copy (desired 3) and waits for it to serve.
+fn attached_and_waiting() -> (Harness, String, String) {
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, old) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    (h, copy, old)
+}
+
+/// For `rounds` minutes, every target healthy as soon as registered (but `except`) and the swap
+/// queue delivered each minute; then a scan.
+fn serve_for(h: &mut Harness, rounds: usize, except: Option<&str>) {
+    for _ in 0..rounds {
+        h.advance(60);
+        h.world(|w| {
+            let now = w.now;
+            let targets = w.target_groups.values_mut().flat_map(|ts| ts.iter_mut());
+            targets.filter(|(id, _)| Some(id.as_str()) != except).for_each(|(_, t)| t.until = now);
+        });
+        h.deliver(SWAP_QUEUE);
+    }
+    h.scan();
+}
+
+/// `account()` with a swap whose attach was recorded on its copy and then refused (throttled).
+fn attach_refused() -> (Harness, String, String) {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    h.throttle_next("autoscaling:AttachInstances");
+    while h.world(|w| !w.instances[&copy].tags.contains_key(TAG_ATTACHED)) {
+        assert!(h.deliver(SWAP_QUEUE) > 0, "the swap reaches its attach\n{}", h.trace());
+    }
+    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach was refused");
+    (h, copy, old)
 }
 
 fn assert_clean(h: &Harness, violations: Vec<asg_sim::check::Violation>) {
@@ -271,12 +324,7 @@ fn a_rebalance_recommendation_leaves_a_serving_copy_whose_attach_it_cannot_net_o
     // younger one's is pending. A recommendation is not a warning: nothing forces the copy out,
     // and taking it out without a decrement would leave the group one short until it launched
     // another (seed 572 found it so).
-    let mut w = World::new(7, START, &["us-east-1a", "us-east-1b"]);
-    let lt = w.add_template("ami-1", "m5.large");
-    w.add_group("web", 1, 2, 2, &lt, &[("AsgOptimiser", "true"), ("asg-optimiser:max-in-flight", "2")]);
-    w.add_target_group("web");
-    w.timing.checks = (60, 60);
-    w.timing.target_healthy = (100_000, 100_000);
+    let w = two_in_flight();
     let mut h = Harness::with_settings(w, &[("REBALANCE_ACTION", "replace")]);
     assert_eq!(h.scan().enqueued, 2);
     while h.deliver(SPOT_QUEUE) > 0 {}
@@ -406,13 +454,7 @@ fn a_copy_that_dies_after_its_attach_in_a_group_disabled_meanwhile_gives_back_it
 /// over first; the next swap of the group then goes through.
 #[test]
 fn an_orphan_whose_attach_was_recorded_but_refused_neither_holds_the_turn_nor_gives_anything_back() {
-    let mut h = account();
-    let (copy, _) = copy_ready(&mut h);
-    h.throttle_next("autoscaling:AttachInstances");
-    while h.world(|w| !w.instances[&copy].tags.contains_key(TAG_ATTACHED)) {
-        assert!(h.deliver(SWAP_QUEUE) > 0, "the swap reaches its attach\n{}", h.trace());
-    }
-    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach was refused");
+    let (mut h, copy, _) = attach_refused();
     // Its message is lost (sent to the dead-letter queue here); at the orphan deadline the
     // scanner terminates the copy, its record marked over first.
     assert_eq!(h.dead_letter(SWAP_QUEUE, &copy), 1);
@@ -449,12 +491,7 @@ fn an_orphan_whose_attach_was_recorded_but_refused_neither_holds_the_turn_nor_gi
 /// first swap is done, even when both come in one batch.
 #[test]
 fn a_group_takes_one_attach_at_a_time() {
-    let mut w = World::new(7, START, &["us-east-1a", "us-east-1b"]);
-    let lt = w.add_template("ami-1", "m5.large");
-    w.add_group("web", 1, 2, 2, &lt, &[("AsgOptimiser", "true"), ("asg-optimiser:max-in-flight", "2")]);
-    w.add_target_group("web");
-    w.timing.checks = (60, 60);
-    w.timing.target_healthy = (100_000, 100_000);
+    let w = two_in_flight();
     let mut h = Harness::new(w);
     assert_eq!(h.scan().enqueued, 2);
     while h.deliver(SPOT_QUEUE) > 0 {}
@@ -503,13 +540,7 @@ fn a_group_takes_one_attach_at_a_time() {
 /// says it was taken out: Auto Scaling's own tag says where it died.
 #[test]
 fn a_copy_recorded_but_never_attached_gives_nothing_back_when_it_dies() {
-    let mut h = account();
-    let (copy, old) = copy_ready(&mut h);
-    h.throttle_next("autoscaling:AttachInstances");
-    while h.world(|w| !w.instances[&copy].tags.contains_key(TAG_ATTACHED)) {
-        assert!(h.deliver(SWAP_QUEUE) > 0, "the swap reaches its attach\n{}", h.trace());
-    }
-    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach was refused");
+    let (mut h, copy, old) = attach_refused();
     h.lose(&copy, false);
     h.advance(60);
     h.operator("web", Some(3), Some(3));
@@ -530,14 +561,7 @@ fn a_copy_recorded_but_never_attached_gives_nothing_back_when_it_dies() {
 /// back.
 #[test]
 fn a_copy_handed_back_before_its_attach_is_netted_out_still_gives_it_back() {
-    let mut h = account();
-    h.world(|w| {
-        w.add_target_group("web");
-        w.timing.target_healthy = (100_000, 100_000);
-    });
-    let (copy, old) = copy_ready(&mut h);
-    assert_eq!(h.deliver(SWAP_QUEUE), 1);
-    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    let (mut h, copy, old) = attached_and_waiting();
     h.lose(&old, false);
     h.advance(120);
     h.lose(&copy, true);
@@ -545,20 +569,7 @@ fn a_copy_handed_back_before_its_attach_is_netted_out_still_gives_it_back() {
     assert!(h.world(|w| w.instances[&copy].tags[TAG_ATTACHED].ends_with(" out")), "{}", h.trace());
     // The group launched a replacement for the instance that died: once it serves, the swap
     // gives the copy's +1 back.
-    for _ in 0..30 {
-        h.advance(30);
-        h.world(|w| {
-            let now = w.now;
-            let copy = copy.clone();
-            w.target_groups
-                .values_mut()
-                .flat_map(|ts| ts.iter_mut())
-                .filter(|(id, _)| **id != copy)
-                .for_each(|(_, t)| t.until = now);
-        });
-        h.deliver(SWAP_QUEUE);
-    }
-    h.scan();
+    serve_for(&mut h, 30, Some(&copy));
     h.world(|w| assert_eq!((w.groups["web"].max, w.groups["web"].desired), (2, 2), "as the operator left it"));
     assert_clean(&h, h.violations());
 }
@@ -569,14 +580,7 @@ fn a_copy_handed_back_before_its_attach_is_netted_out_still_gives_it_back() {
 /// attach's +1 back. The swap now waits the dry-run out, and gives it back after.
 #[test]
 fn a_swap_past_its_attach_waits_out_a_dry_run_and_gives_back_the_plus_one_of_a_copy_that_died() {
-    let mut h = account();
-    h.world(|w| {
-        w.add_target_group("web");
-        w.timing.target_healthy = (100_000, 100_000);
-    });
-    let (copy, _) = copy_ready(&mut h);
-    assert_eq!(h.deliver(SWAP_QUEUE), 1);
-    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    let (mut h, copy, _) = attached_and_waiting();
     h.world(|w| w.groups.get_mut("web").unwrap().tags.insert(TAG_MODE.into(), "dry-run".into()));
     h.lose(&copy, true);
     for _ in 0..4 {
@@ -585,15 +589,7 @@ fn a_swap_past_its_attach_waits_out_a_dry_run_and_gives_back_the_plus_one_of_a_c
     }
     assert_eq!(h.world(|w| w.groups["web"].desired), 3, "nothing changes in dry-run\n{}", h.trace());
     h.world(|w| w.groups.get_mut("web").unwrap().tags.insert(TAG_MODE.into(), "disabled".into()));
-    for _ in 0..10 {
-        h.advance(60);
-        h.world(|w| {
-            let now = w.now;
-            w.target_groups.values_mut().flat_map(|ts| ts.values_mut()).for_each(|t| t.until = now);
-        });
-        h.deliver(SWAP_QUEUE);
-    }
-    h.scan();
+    serve_for(&mut h, 10, None);
     h.world(|w| assert_eq!((w.groups["web"].max, w.groups["web"].desired), (2, 2), "as the operator left it"));
     assert_clean(&h, h.violations());
 }
@@ -604,14 +600,7 @@ fn a_swap_past_its_attach_waits_out_a_dry_run_and_gives_back_the_plus_one_of_a_c
 /// re-sends the swap (its receive count starts again) instead.
 #[test]
 fn a_swap_past_its_attach_outlives_throttling_without_reaching_the_dead_letter_queue() {
-    let mut h = account();
-    h.world(|w| {
-        w.add_target_group("web");
-        w.timing.target_healthy = (100_000, 100_000);
-    });
-    let (copy, old) = copy_ready(&mut h);
-    assert_eq!(h.deliver(SWAP_QUEUE), 1);
-    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    let (mut h, copy, old) = attached_and_waiting();
     for _ in 0..8 {
         h.throttle_next("elasticloadbalancing:DescribeTargetHealth");
         h.advance(400);
@@ -637,28 +626,13 @@ fn a_swap_past_its_attach_outlives_throttling_without_reaching_the_dead_letter_q
 /// dead copies too, and a copy that died with its +1 still to give back keeps the marker.
 #[test]
 fn a_copy_that_died_with_its_plus_one_to_give_back_keeps_the_marker_of_a_group_opted_out() {
-    let mut h = account();
-    h.world(|w| {
-        w.add_target_group("web");
-        w.timing.target_healthy = (100_000, 100_000);
-    });
-    let (copy, _) = copy_ready(&mut h);
-    assert_eq!(h.deliver(SWAP_QUEUE), 1);
-    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached, waiting for its target group");
+    let (mut h, copy, _) = attached_and_waiting();
     h.lose(&copy, false);
     h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("AsgOptimiser".into(), "false".into()));
     h.advance(200);
     h.scan();
     assert!(h.world(|w| w.groups["web"].tags.contains_key(TAG_SWAP_UNDER_WAY)), "the marker stays\n{}", h.trace());
-    for _ in 0..20 {
-        h.advance(60);
-        h.world(|w| {
-            let now = w.now;
-            w.target_groups.values_mut().flat_map(|ts| ts.values_mut()).for_each(|t| t.until = now);
-        });
-        h.deliver(SWAP_QUEUE);
-    }
-    h.scan();
+    serve_for(&mut h, 20, None);
     h.world(|w| {
         let g = &w.groups["web"];
         assert_eq!((g.max, g.desired), (2, 2), "as the operator left it");
