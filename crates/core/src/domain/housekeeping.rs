@@ -186,11 +186,13 @@ pub fn stale_tags(
 /// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
 /// attached while the instance it replaces is still a member; or a copy died with the +1 of its
 /// attach still to give back (its swap needs the group's marker to, once the group is opted
-/// out), recorded after `since` (see [`Attached::patience`]).
+/// out): certainly while the instance it replaces is still a member (no retire was made), else
+/// for records made after `since` (see [`Attached::patience`]: a retire whose mark failed
+/// leaves a record open too).
 pub fn busy(g: &Group, spots: &[Instance], since: Epoch) -> bool {
     spots.iter().filter(|s| s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| match s.is_live() {
         true => g.member(&s.id).is_none() || g.replaced_still_here(s),
-        false => Attached::pending(s, g) && s.attached().is_some_and(|r| r.at > since),
+        false => Attached::pending(s, g) && (g.replaced_still_here(s) || s.attached().is_some_and(|r| r.at > since)),
     })
 }
 
@@ -278,6 +280,9 @@ mod tests {
             (dead(copy("1800000000 3 out")), true),             // handed back, +1 still there
             (copy("1800000000 3"), true),                       // live, not attached yet
         ];
+        // The instance it replaces still a member: no retire was made, however old the record.
+        let unfinished = dead(in_group(with_tag(spot("i-0000000b", "web", "i-00000001", NOW), TAG_ATTACHED, "1 3")));
+        assert!(busy(&g, std::slice::from_ref(&unfinished), 1_800_000_000));
         for (c, want) in cases {
             assert_eq!(
                 busy(&g, std::slice::from_ref(&c), 1_799_999_999),
@@ -288,7 +293,7 @@ mod tests {
             );
             assert!(
                 !busy(&g, std::slice::from_ref(&c), 1_800_000_000) || c.is_live(),
-                "a record too old counts for nothing"
+                "a record too old counts for nothing once its instance left"
             );
         }
     }
