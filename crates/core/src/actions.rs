@@ -241,15 +241,14 @@ async fn give_max_back<C: Cloud>(cloud: &C, group: &Group, state: &GroupState) -
             return Ok(None);
         }
     };
-    // A part of the raise left: recorded before the change, as a raise is. All of it given back
-    // (or someone else's value found): the record goes after.
-    match (repair.set_max, repair.tag) {
-        (Some(max), Some(left)) => {
-            let previous = state.original_max.clone().and_then(Result::ok);
-            set_max_recorded(cloud, &group.name, previous, left, max, Tags::new()).await?;
-        }
-        (Some(max), None) => cloud.set_max_size(&group.name, max).await?,
-        _ => {}
+    // Recorded before the change, as a raise is, whether a part of the raise is left or all of
+    // it is given back: should the record's removal below fail, it must not still claim the
+    // value given back (an operator may set that very value later, and it would be taken back).
+    // Someone else's value found: the record just goes.
+    if let Some(max) = repair.set_max {
+        let previous = state.original_max.clone().and_then(Result::ok);
+        let record = repair.tag.unwrap_or_else(|| MaxRaise::next(previous, group.max, max));
+        set_max_recorded(cloud, &group.name, previous, record, max, Tags::new()).await?;
     }
     if let Some(max) = repair.set_max {
         info!(asg = %group.name, from = group.max, to = max, "gave back the MaxSize our swaps raised");

@@ -640,3 +640,30 @@ fn a_copy_that_died_with_its_plus_one_to_give_back_keeps_the_marker_of_a_group_o
     });
     assert_clean(&h, h.violations());
 }
+
+/// Soak seeds 2488 and 2721: a MaxSize raise given back in full (2 -> 3 -> 2), the removal of
+/// its record then refused (throttled): the record still claimed 3 as ours, the operator later
+/// set MaxSize to 3, and the next give-back took it back to 2. A give-back is now recorded
+/// before the change, as a raise is, so the record left behind claims only the value in place.
+#[test]
+fn a_give_back_whose_record_stays_leaves_no_claim_on_a_max_size_an_operator_sets_later() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    h.throttle_next("autoscaling:DeleteTags");
+    swap_for(&mut h, 120, |_| {});
+    let (sizes, swapped, record) = h.world(|w| {
+        let g = &w.groups["web"];
+        (
+            (g.max, g.desired),
+            g.member(&copy).is_some() && g.member(&old).is_none(),
+            g.tags.get(TAG_ORIGINAL_MAX).cloned(),
+        )
+    });
+    assert_eq!((sizes, swapped), ((2, 2), true), "swapped, MaxSize given back\n{}", h.trace());
+    assert_eq!(record.as_deref(), Some("2:2"), "the record's removal was refused; it claims only 2");
+    h.operator("web", None, Some(3));
+    h.scan();
+    assert_eq!(h.world(|w| w.groups["web"].max), 3, "the operator's MaxSize stands\n{}", h.trace());
+    assert!(h.world(|w| !w.groups["web"].tags.contains_key(TAG_ORIGINAL_MAX)), "and the record goes");
+    assert_clean(&h, h.violations());
+}

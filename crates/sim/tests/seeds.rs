@@ -166,6 +166,17 @@ fn seeds_212_667_699_741_771_1177_2069_a_plus_one_left_in_desired_capacity() {
     }
 }
 
+/// Found a MaxSize raise given back in full whose record's removal was refused (throttled): the
+/// record still claimed the raised value, an operator later set that very value, and the next
+/// give-back took it back. A give-back is now recorded before the change, as a raise is
+/// (scenario: `a_give_back_whose_record_stays_leaves_no_claim_on_a_max_size_an_operator_sets_later`).
+#[test]
+fn seeds_2488_2721_a_give_back_whose_record_stayed() {
+    for seed in [2488, 2721] {
+        assert_clean(run(seed));
+    }
+}
+
 /// A copy of ours still outside its group when the rest period ends, in a group whose launch
 /// hook installs the application while its tag says `ignore`: no attached copy could serve, so
 /// each was rolled back (or replaced by the group as unhealthy), its instance set aside, and the
