@@ -291,8 +291,8 @@ impl<C: Cloud> Swap<'_, C> {
 
         // What this attach produces, on the copy, before the attach: see the module documentation.
         // Written before the turn is taken for good: two swaps that both found the group free
-        // each see the other's record now, and both wait (the records stop counting after
-        // SWAPPER_SPAN), rather than both attaching.
+        // each see the other's record now, and both take theirs back and wait, rather than both
+        // attaching.
         let record = Attached { at: self.now, desired: group.desired + 1, netting: None };
         let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
         if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
