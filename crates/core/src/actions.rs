@@ -248,7 +248,8 @@ async fn give_max_back<C: Cloud>(cloud: &C, group: &Group, state: &GroupState) -
     if let Some(max) = repair.set_max {
         let previous = state.original_max.clone().and_then(Result::ok);
         let record = repair.tag.unwrap_or_else(|| MaxRaise::next(previous, group.max, max));
-        set_max_recorded(cloud, &group.name, previous, record, max, Tags::new()).await?;
+        // (Boxed: this runs inside the swapper's and the scanner's own large futures.)
+        Box::pin(set_max_recorded(cloud, &group.name, previous, record, max, Tags::new())).await?;
     }
     if let Some(max) = repair.set_max {
         info!(asg = %group.name, from = group.max, to = max, "gave back the MaxSize our swaps raised");
