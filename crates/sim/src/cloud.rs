@@ -39,6 +39,17 @@ pub struct Faults {
     pub throttle_next: Vec<String>,
     /// Operations whose next call answers a 5xx, once each, having made its change or not.
     pub server_error_next: Vec<(String, bool)>,
+    /// Operations whose next call an operator follows at once, setting a group's desired
+    /// capacity and/or MaxSize before anything else is called (scripted scenarios).
+    pub operator_after_next: Vec<(String, OperatorChange)>,
+}
+
+/// An operator or a scaling policy setting a group's sizes.
+#[derive(Debug, Clone)]
+pub struct OperatorChange {
+    pub group: String,
+    pub desired: Option<i32>,
+    pub max: Option<i32>,
 }
 
 /// The account and everything that watches it, shared by the four functions' [`SimCloud`]s.
@@ -82,6 +93,19 @@ impl Sim {
             caller: "-".into(),
             sizes: BTreeMap::new(),
         }
+    }
+
+    /// An operator or a scaling policy sets a group's sizes, as Auto Scaling would take them; the
+    /// checker learns what the operator now expects.
+    pub fn operator(&mut self, change: &OperatorChange) {
+        let OperatorChange { group, desired, max } = change;
+        if let Some(max) = *max {
+            self.world.update_group(group, None, Some(max)).expect("a valid MaxSize");
+        }
+        if let Some(desired) = *desired {
+            self.world.set_desired(group, desired).expect("a valid desired capacity");
+        }
+        self.check.operator_set(&self.world, group, *desired, *max);
     }
 
     /// Traces every change to a group's min/max/desired since the last call.
@@ -194,6 +218,13 @@ impl SimCloud {
             sim.log(format!("{op} {what} -> {shown}"));
         }
         if sim.checking {
+            sim.trace_sizes();
+            sim.check.after(&sim.world, sim.step);
+        }
+        if let Some(k) = sim.faults.operator_after_next.iter().position(|(o, _)| o == op) {
+            let (_, change) = sim.faults.operator_after_next.remove(k);
+            sim.operator(&change);
+            sim.log(format!("  then the operator (scripted): {change:?}"));
             sim.trace_sizes();
             sim.check.after(&sim.world, sim.step);
         }

@@ -30,7 +30,7 @@ use lambda_runtime::{Context as LambdaContext, LambdaEvent};
 use serde_json::{json, Value};
 
 use crate::check::{Checker, Violation};
-use crate::cloud::{Sim, SimCloud};
+use crate::cloud::{OperatorChange, Sim, SimCloud};
 use crate::iam::Role;
 use crate::rng::Rng;
 use crate::sqs::Queue;
@@ -861,18 +861,18 @@ impl Harness {
         self.clock.store(s.world.now, Ordering::SeqCst);
     }
 
-    /// An operator or a scaling policy sets desired capacity and/or MaxSize of `group`, as
-    /// Auto Scaling would take it; the checker learns what the operator now expects.
+    /// An operator or a scaling policy sets desired capacity and/or MaxSize of `group` now (see
+    /// [`Sim::operator`]).
     pub fn operator(&self, group: &str, desired: Option<i32>, max: Option<i32>) {
-        let mut s = self.sim.lock().unwrap_or_else(|e| e.into_inner());
-        let s = &mut *s;
-        if let Some(max) = max {
-            s.world.update_group(group, None, Some(max)).expect("a valid MaxSize");
-        }
-        if let Some(desired) = desired {
-            s.world.set_desired(group, desired).expect("a valid desired capacity");
-        }
-        s.check.operator_set(&s.world, group, desired, max);
+        let change = OperatorChange { group: group.into(), desired, max };
+        self.sim.lock().unwrap_or_else(|e| e.into_inner()).operator(&change);
+    }
+
+    /// As [`Harness::operator`], right after the next call of `operation` is made, before
+    /// anything else is called.
+    pub fn operator_after_next(&self, operation: &str, group: &str, desired: Option<i32>, max: Option<i32>) {
+        let change = OperatorChange { group: group.into(), desired, max };
+        self.sim.lock().unwrap_or_else(|e| e.into_inner()).faults.operator_after_next.push((operation.into(), change));
     }
 
     /// The world takes `id`: EC2 reclaims it two minutes from now (`warned`, as after a Spot
