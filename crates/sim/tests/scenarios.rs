@@ -296,6 +296,32 @@ fn a_scale_out_while_the_copy_is_attached_keeps_both_and_the_operators_sizes() {
 }
 
 #[test]
+fn a_scale_in_right_after_the_attach_is_not_taken_for_the_attach_and_nothing_is_given_back() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    // The attach makes desired 3 (MaxSize raised to 3); before the swap reads the group again, a
+    // scaling policy sets desired to 2, and the group scales in one of the three.
+    h.operator_after_next("autoscaling:AttachInstances", "web", Some(2), None);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    let record = h.world(|w| w.instances[&copy].tags[TAG_ATTACHED].clone());
+    assert_eq!(record.split(' ').nth(1), Some("3"), "the record stays the attach's: {record}");
+    swap_for(&mut h, 600, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 2), "desired is the scaling policy's, MaxSize the operator's");
+        assert!(w.instances[&copy].tags[TAG_ATTACHED].ends_with(" over"), "the swap is over, with nothing given back");
+        assert!(g.member(&old).is_some() || g.member(&copy).is_some());
+    });
+    for _ in 0..30 {
+        h.scan();
+        h.deliver(SPOT_QUEUE);
+        swap_for(&mut h, 120, |_| {});
+    }
+    assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (2, 2));
+    assert_clean(&h, h.at_rest());
+}
+
+#[test]
 fn a_copy_killed_at_launch_is_a_failed_replacement_and_not_launched_again_and_again() {
     let mut h = account();
     let (copy, old) = copy_ready(&mut h);

@@ -368,23 +368,12 @@ impl<C: Cloud> Swap<'_, C> {
             Err(outcome) => return outcome,
         };
         info!(asg = %group.name, spot = %spot_id, desired = group.desired, "attached");
-        // Desired may have moved between the read and the attach (another swap of ours netting
-        // out its own, or attaching alongside): what counts is what it is right after the
-        // attach, less the attaches of ours ordered after this one.
-        let younger = match self.pending_attaches(&group).await {
-            Ok(pending) => Attached::younger(spot, &pending, &group).len() as i32,
-            Err(e) => return self.failed("could not read the group's other copies", e),
-        };
-        if group.desired - younger != record.desired {
-            let record = Attached { desired: group.desired - younger, ..record };
-            let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
-            if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
-                return self.failed("could not record the attach on the copy", e);
-            }
-            let mut recorded = spot.clone();
-            recorded.tags.extend(tag);
-            return self.finish(&recorded, group, policy, false).await;
-        }
+        // Desired capacity other than the record says (one above the value read before): someone
+        // else set it in the seconds around the attach, and no read tells whether before it (their
+        // value then has our +1 on top) or after it (their value counts the copy in). The record
+        // stays, so [`Self::finish`] keeps both instances and the swap gives nothing back: at
+        // worst the group keeps one instance more than they asked for, where taking their change
+        // for ours would take one away from them.
         self.finish(spot, group, policy, false).await
     }
 
