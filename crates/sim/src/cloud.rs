@@ -73,6 +73,8 @@ pub struct Sim {
     pub step: u64,
     /// Who is calling now: the invocation the driver is polling.
     pub caller: String,
+    /// The operation the invocation polled last is about to call.
+    pub next: &'static str,
     /// Each group's (min, max, desired) when last traced.
     sizes: BTreeMap<String, (i32, i32, i32)>,
 }
@@ -91,6 +93,7 @@ impl Sim {
             trace: Vec::new(),
             step: 0,
             caller: "-".into(),
+            next: "",
             sizes: BTreeMap::new(),
         }
     }
@@ -166,6 +169,7 @@ impl SimCloud {
         mutation: Option<Call>,
         act: impl FnOnce(&mut World) -> Result<T>,
     ) -> Result<T> {
+        self.lock().next = op;
         YieldNow(false).await;
         let mut sim = self.lock();
         let sim = &mut *sim;

@@ -914,6 +914,18 @@ impl Harness {
     /// One batch of everything visible on `queue` through its function; returns the records
     /// delivered. Failed records stay for the visibility timeout, as with Lambda.
     pub fn deliver(&mut self, queue: &str) -> usize {
+        self.deliver_meanwhile(queue, None).0
+    }
+
+    /// As [`Harness::deliver`]; and with `event` (`(operation, id, detail_type)`), right before
+    /// the batch calls `operation`, the interruption handler takes an EC2 event for `id` and runs
+    /// to its end: two functions in the same second, in an order that one after the other cannot
+    /// show. What the handler answered, if it ran.
+    pub fn deliver_meanwhile(
+        &mut self,
+        queue: &str,
+        event: Option<(&str, &str, &str)>,
+    ) -> (usize, Option<Result<Value, String>>) {
         let deliveries = {
             let mut s = self.sim.lock().unwrap_or_else(|e| e.into_inner());
             let now = s.world.now;
@@ -921,15 +933,39 @@ impl Harness {
             s.world.queues.get_mut(queue).expect("queue").receive(10, now, &mut self.rng)
         };
         if deliveries.is_empty() {
-            return 0;
+            return (0, None);
         }
-        let event = LambdaEvent::new(sqs_event(queue, &deliveries), LambdaContext::default());
-        let response = if queue == SPOT_QUEUE {
-            block_on(spot_creator::handler(&self.apps.creator, event))
-        } else {
-            block_on(swapper::handler(&self.apps.swapper, event))
-        }
-        .expect("an SQS handler never fails its whole batch");
+        let event_of = |e: SqsEvent| LambdaEvent::new(e, LambdaContext::default());
+        let batch = event_of(sqs_event(queue, &deliveries));
+        let apps = &self.apps;
+        let batch: Pin<Box<dyn Future<Output = _> + '_>> = match queue == SPOT_QUEUE {
+            true => Box::pin(spot_creator::handler(&apps.creator, batch)),
+            false => Box::pin(swapper::handler(&apps.swapper, batch)),
+        };
+        let (response, answered) = match event {
+            None => (block_on(batch), None),
+            Some((before, id, detail_type)) => {
+                let caller = self.sim.lock().unwrap_or_else(|e| e.into_inner()).caller.clone();
+                let waker = noop_waker();
+                let mut cx = Context::from_waker(&waker);
+                let mut batch = batch;
+                // Each poll runs the batch up to its next call, which it makes on the next poll.
+                let mut done = None;
+                loop {
+                    if let Poll::Ready(out) = batch.as_mut().poll(&mut cx) {
+                        done = Some(out);
+                        break;
+                    }
+                    if self.sim.lock().unwrap_or_else(|e| e.into_inner()).next == before {
+                        break;
+                    }
+                }
+                let answered = self.event(id, detail_type);
+                self.sim.lock().unwrap_or_else(|e| e.into_inner()).caller = caller;
+                (done.unwrap_or_else(|| block_on(batch)), Some(answered))
+            }
+        };
+        let response = response.expect("an SQS handler never fails its whole batch");
         let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
         let mut s = self.sim.lock().unwrap_or_else(|e| e.into_inner());
         let q = s.world.queues.get_mut(queue).expect("queue");
@@ -938,7 +974,7 @@ impl Harness {
                 q.delete(d.receipt);
             }
         }
-        deliveries.len()
+        (deliveries.len(), answered)
     }
 
     /// An EC2 event (a warning or a rebalance recommendation) for `id` to the interruption
