@@ -3,7 +3,9 @@
 //! calls and sending to the queues are always allowed.
 
 use asg_core::domain::drift::TAG_ROLLOUT_PAUSED;
-use asg_core::domain::model::{TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY};
+use asg_core::domain::model::{
+    TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REBALANCE, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+};
 use asg_core::domain::pools::TAG_BACKOFF_PREFIX;
 
 use crate::check::Call;
@@ -67,6 +69,10 @@ pub fn refuses(role: Role, call: &Call, world: &World, opt_in: (&str, &str), as_
         (Role::Swapper | Role::Interruption | Role::Scanner, Call::TagInstances(ids, tags))
             if keys_within(tags.keys(), &[TAG_ATTACHED]) =>
         {
+            ids.iter().all(|id| instance_has(id, TAG_REPLACES))
+        }
+        // A rebalance recommendation for a copy whose swap is not over.
+        (Role::Interruption, Call::TagInstances(ids, tags)) if keys_within(tags.keys(), &[TAG_REBALANCE]) => {
             ids.iter().all(|id| instance_has(id, TAG_REPLACES))
         }
         (_, Call::TagInstances(ids, tags)) => {

@@ -12,11 +12,16 @@ use asg_sim::START;
 
 /// One opted-in group of two On-Demand instances, desired == max so that every swap raises it.
 fn account() -> Harness {
+    account_with(&[])
+}
+
+/// `account()`, the functions' settings as given.
+fn account_with(settings: &[(&str, &str)]) -> Harness {
     let mut w = World::new(7, START, &["us-east-1a", "us-east-1b"]);
     let lt = w.add_template("ami-1", "m5.large");
     w.add_group("web", 1, 2, 2, &lt, &[("AsgOptimiser", "true"), ("asg-optimiser:max-in-flight", "1")]);
     w.timing.checks = (60, 60);
-    Harness::new(w)
+    Harness::with_settings(w, settings)
 }
 
 /// The group of `account()` with two replacements in flight at once, behind a target group that
@@ -45,7 +50,12 @@ fn copy_ready(h: &mut Harness) -> (String, String) {
 /// `account()` behind a target group that never finds a copy healthy by itself: the swap has
 /// attached its copy (desired 3) and waits for it to serve.
 fn attached_and_waiting() -> (Harness, String, String) {
-    let mut h = account();
+    attached_and_waiting_with(&[])
+}
+
+/// `attached_and_waiting()`, the functions' settings as given.
+fn attached_and_waiting_with(settings: &[(&str, &str)]) -> (Harness, String, String) {
+    let mut h = account_with(settings);
     h.world(|w| {
         w.add_target_group("web");
         w.timing.target_healthy = (100_000, 100_000);
@@ -386,9 +396,41 @@ fn a_rebalance_recommendation_leaves_a_serving_copy_whose_attach_it_cannot_net_o
     assert_eq!(attached.len(), 2, "both copies attached\n{}", h.trace());
     let older = &attached[0].1;
     let outcome = h.event(older, "EC2 Instance Rebalance Recommendation").expect("handled");
-    assert!(outcome.to_string().contains("left running"), "{outcome}");
+    assert!(outcome.to_string().contains("marked, its swap rolls it back"), "{outcome}");
     assert!(in_service(&h, older), "the copy serves on");
     assert_clean(&h, h.violations());
+}
+
+#[test]
+fn a_rebalance_recommendation_mid_swap_is_the_swaps_to_roll_back_and_the_group_never_serves_short() {
+    // The copy has started to serve and its swap is about to retire the instance it replaces
+    // when a rebalance recommendation for it reaches the handler. The handler used to take the
+    // copy out itself, decrementing, while the swap retired that instance with a decrement of its
+    // own in the same second: the group served one short (seed 7672). It marks the copy now; the
+    // swap rolls it back if it reads the mark before its retire, and finishes if not.
+    for (before, rolled_back) in
+        [("ec2:DescribeSpotInstanceRequests", true), ("autoscaling:TerminateInstanceInAutoScalingGroup", false)]
+    {
+        let (mut h, copy, old) = attached_and_waiting_with(&[("REBALANCE_ACTION", "replace")]);
+        h.world(|w| {
+            let now = w.now;
+            w.target_groups.values_mut().flat_map(|ts| ts.iter_mut()).for_each(|(_, t)| t.until = now);
+        });
+        h.advance(60);
+        let event = (before, copy.as_str(), "EC2 Instance Rebalance Recommendation");
+        let (_, answered) = h.deliver_meanwhile(SWAP_QUEUE, Some(event));
+        let answered = answered.expect("the handler ran").expect("handled");
+        assert!(answered.to_string().contains("marked"), "{answered}");
+        swap_for(&mut h, 300, |_| {});
+        h.scan();
+        h.world(|w| {
+            let g = &w.groups["web"];
+            assert_eq!((g.max, g.desired), (2, 2), "before {before}: desired and MaxSize as they began");
+            let serves = |id: &str| g.member(id).is_some_and(|m| m.lifecycle == Lifecycle::InService);
+            assert_eq!((serves(&old), serves(&copy)), (rolled_back, !rolled_back), "before {before}");
+        });
+        assert_clean(&h, h.violations());
+    }
 }
 
 /// Soak seeds 608 and 891: the raise before an attach is refused (throttled) after its record

@@ -24,6 +24,10 @@ pub const TAG_ORIGINAL_MAX: &str = "asg-optimiser:original-max-size";
 /// On a copy: `<epoch> <desired>`, when a swap attached it and the desired capacity that attach
 /// produced: see [`Attached`].
 pub const TAG_ATTACHED: &str = "asg-optimiser:attached";
+/// On a copy attached while its swap is not over: `<epoch>`, when the interruption handler got a
+/// rebalance recommendation for it. The swap, its one writer, rolls the copy back rather than
+/// retire the instance it replaces.
+pub const TAG_REBALANCE: &str = "asg-optimiser:rebalance-recommended";
 /// On a group: a swap of ours may be attached here (the epoch of the latest attach). Written
 /// before every attach, removed by the scanner once no swap of the group is under way. While it
 /// is there the swapper and the interruption handler may finish or roll back a swap in the group

@@ -7,10 +7,10 @@
 //! EC2 has not reclaimed it first. On a rebalance recommendation with `RebalanceAction=replace`
 //! it launches before it removes: the instance is claimed and replaced through the normal swap
 //! (a Spot copy from a pool not backed off, or an On-Demand one when none is left). A copy whose
-//! swap is not finished is undone instead: if not attached yet it is terminated, if attached
-//! while the instance it replaces is still there it is terminated through the group,
-//! decrementing if desired is still what its attach made it, so the group ends as it began; on a
-//! recommendation, only if that decrement can be made now (otherwise the copy serves on).
+//! swap is not finished is undone instead: if not attached yet it is terminated; if attached
+//! while the instance it replaces is still there, on a warning it is terminated through the
+//! group, decrementing if desired is still what its attach made it, so the group ends as it
+//! began, and on a recommendation it is marked for its swap to roll it back.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -19,7 +19,8 @@ use crate::actions::{back_off, mark, read_group};
 use crate::cloud::{Cloud, InstanceQuery, Outgoing, ANY_STATE, LIVE};
 use crate::config::{Config, RebalanceAction};
 use crate::domain::model::{
-    Attached, Epoch, Group, Hold, Hook, Instance, Market, Netting, Tags, TAG_GROUP, TAG_HOLD, TAG_REPLACES,
+    Attached, Epoch, Group, Hold, Hook, Instance, Market, Netting, Tags, TAG_GROUP, TAG_HOLD, TAG_REBALANCE,
+    TAG_REPLACES,
 };
 use crate::domain::policy::Mode;
 use crate::domain::state::GroupState;
@@ -152,17 +153,23 @@ pub async fn handle<C: Cloud>(
         Some(m) if m.lifecycle.is_leaving() => {
             return Ok(format!("pool {pool} backed off; {id} is already {}", m.lifecycle));
         }
-        // Attached while the instance it replaces is still there: undo the attach, as the
-        // swapper's roll-back does, so desired capacity ends where it began. A recommendation
-        // forces nothing out: unless the undo nets out the copy's +1, the copy serves on (taking
-        // it out would leave the group one short until it launched another) and its swap goes on.
+        // Attached while the instance it replaces is still there, on a recommendation: the swap
+        // rolls the copy back when it reads this mark, right before it would retire that
+        // instance. Undone here, the copy could leave with a decrement in the very second the
+        // swap retires the instance with another, and the group would serve one short.
+        Some(_) if swap_unfinished && signal == Signal::Rebalance => {
+            cloud
+                .tag_instances(std::slice::from_ref(&id), &Tags::from([(TAG_REBALANCE.to_string(), now.to_string())]))
+                .await?;
+            return Ok(format!(
+                "rebalance recommendation: pool {pool} backed off; {id} is attached and its swap is not over: \
+                 marked, its swap rolls it back rather than retire {replaced}"
+            ));
+        }
+        // On a warning there is no time for that: undo the attach, as the swapper's roll-back
+        // does, so desired capacity ends where it began.
         Some(_) if swap_unfinished => {
-            if !undo(cloud, &instance, &group, signal == Signal::Rebalance).await? {
-                return Ok(format!(
-                    "rebalance recommendation: pool {pool} backed off; {id} serves and its swap is not over: left \
-                     running, as taking it out now would leave {group_name} one short"
-                ));
-            }
+            undo(cloud, &instance, &group, false).await?;
             format!("{id} was attached but its swap unfinished: rolled back, {replaced} kept")
         }
         // Desired capacity stays: the group launches a replacement from its launch template now.

@@ -28,7 +28,7 @@ use crate::domain::drift::{drift, fingerprint, pause_value, Cause, TAG_ROLLOUT_P
 use crate::domain::housekeeping::busy;
 use crate::domain::model::{
     Attached, Epoch, Group, Health, Hook, Instance, Lifecycle, Market, MaxRaise, Netting, Tags, TAG_ATTACHED,
-    TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
+    TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REBALANCE, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::state::GroupState;
@@ -723,16 +723,24 @@ impl<C: Cloud> Swap<'_, C> {
 
     /// Attaches of ours are netted out youngest first (see [`Attached::younger`]): `Some` (wait)
     /// while a younger one in the group is not. The same read shows the copy itself, fresh: when
-    /// it is to replace an instance (`retiring`), it must still be running.
+    /// it is to replace an instance (`retiring`), it must still be running, and a copy the
+    /// interruption handler marked for a rebalance recommendation is rolled back instead.
     async fn younger_first(&self, spot: &Instance, group: &Group, what: &str, retiring: bool) -> Option<Outcome> {
         spot.attached()?;
         let pending = match self.pending_attaches(group).await {
             Ok(p) => p,
             Err(e) => return Some(self.failed("could not read the group's other copies", e)),
         };
-        if let Some(me) = pending.iter().find(|c| c.id == spot.id && !c.is_live()).filter(|_| retiring) {
-            let why = format!("{} is {} now", me.id, me.state);
-            return Some(self.later(&why, &self.full_read()).await);
+        if let Some(me) = pending.iter().find(|c| c.id == spot.id).filter(|_| retiring) {
+            if !me.is_live() {
+                let why = format!("{} is {} now", me.id, me.state);
+                return Some(self.later(&why, &self.full_read()).await);
+            }
+            // The interruption handler marks the copy and leaves the roll-back to this swap.
+            if let Some(at) = me.tag(TAG_REBALANCE) {
+                let why = format!("{} got a rebalance recommendation at {at}", me.id);
+                return Some(Box::pin(self.roll_back(spot, group, why)).await);
+            }
         }
         let younger = *Attached::younger(spot, &pending, group).first()?;
         let why = format!("{what}; waiting for {}, attached later, to net out its attach first", younger.id);
