@@ -332,6 +332,32 @@ fn a_scale_in_right_after_the_attach_is_not_taken_for_the_attach_and_nothing_is_
 }
 
 #[test]
+fn a_scale_in_while_the_attach_is_prepared_is_counted_in_its_record() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    // The swap reads desired 2 and raises MaxSize to 3 for its attach; a scaling policy then sets
+    // desired to 1 before the attach. The read right before the attach records 2, and the retire
+    // nets the copy out as it should.
+    h.operator_after_next("autoscaling:UpdateAutoScalingGroup", "web", Some(1), None);
+    swap_for(&mut h, 600, |_| {});
+    h.scan();
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 1), "desired is the scaling policy's, MaxSize the operator's");
+        let record = &w.instances[&copy].tags[TAG_ATTACHED];
+        assert_eq!(record.split(' ').nth(1), Some("2"), "the attach made 2: {record}");
+        assert!(g.member(&old).is_none_or(|m| m.lifecycle.is_leaving()), "{old} retired");
+    });
+    for _ in 0..30 {
+        h.scan();
+        h.deliver(SPOT_QUEUE);
+        swap_for(&mut h, 120, |_| {});
+    }
+    assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (2, 1));
+    assert_clean(&h, h.at_rest());
+}
+
+#[test]
 fn a_copy_killed_at_launch_is_a_failed_replacement_and_not_launched_again_and_again() {
     let mut h = account();
     let (copy, old) = copy_ready(&mut h);

@@ -250,15 +250,3 @@ fn seeds_8375_8745_a_rebalance_recommendation_in_a_group_opted_out_mid_swap() {
 fn seed_474_an_orphan_whose_attach_was_recorded_but_never_made() {
     assert_clean(run(474));
 }
-
-/// A scaling policy or an operator sets desired capacity (8086: 5 -> 3) or MaxSize (8985: 6 ->
-/// 4, desired with it) in the seconds between a swap's attach and its read of the group right
-/// after. The swap took the value it read for its own attach's and, the copy scaled in, gave
-/// back one more: the group served one below their value. A value other than the attach's own is
-/// now someone else's: the swap keeps both instances and gives nothing back.
-#[test]
-fn seeds_8086_8985_an_operator_change_right_after_the_attach() {
-    for seed in [8086, 8985] {
-        assert_clean(run(seed));
-    }
-}

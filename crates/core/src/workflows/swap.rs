@@ -339,6 +339,28 @@ impl<C: Cloud> Swap<'_, C> {
                 return self.failed("could not mark the group before the attach", e);
             }
         }
+        // The group once more, right before the attach: desired capacity moved by someone else
+        // since the first read is counted in the record now, leaving only the second of the
+        // attach itself in which their change cannot be told from ours (see below).
+        let fresh = match self.group().await {
+            Ok(Some(g)) => g,
+            Ok(None) => return Outcome::Dropped(format!("group {} vanished before the attach", self.req.group)),
+            Err(outcome) => return outcome,
+        };
+        if fresh.member(spot_id).is_some() {
+            // Attached meanwhile by another delivery of this message.
+            return self.finish(spot, fresh, policy, false).await;
+        }
+        let mut recorded = spot.clone();
+        if fresh.desired + 1 != record.desired {
+            let record = Attached { desired: fresh.desired + 1, ..record };
+            let tag = Tags::from([(TAG_ATTACHED.to_string(), record.value())]);
+            if let Err(e) = self.cloud.tag_instances(std::slice::from_ref(spot_id), &tag).await {
+                return self.failed("could not record the attach on the copy", e);
+            }
+            recorded.tags.extend(tag);
+        }
+        let spot = &recorded;
         self.past_attach.store(true, Relaxed);
         if let Err(e) = self.cloud.attach(&group.name, std::slice::from_ref(spot_id)).await {
             // A concurrent delivery may have attached it: the fresh read decides.
@@ -368,12 +390,12 @@ impl<C: Cloud> Swap<'_, C> {
             Err(outcome) => return outcome,
         };
         info!(asg = %group.name, spot = %spot_id, desired = group.desired, "attached");
-        // Desired capacity other than the record says (one above the value read before): someone
-        // else set it in the seconds around the attach, and no read tells whether before it (their
-        // value then has our +1 on top) or after it (their value counts the copy in). The record
-        // stays, so [`Self::finish`] keeps both instances and the swap gives nothing back: at
-        // worst the group keeps one instance more than they asked for, where taking their change
-        // for ours would take one away from them.
+        // Desired capacity other than the record says (one above the value read right before):
+        // someone else set it in the second of the attach, and no read tells whether before it
+        // (their value then has our +1 on top) or after it (their value counts the copy in). The
+        // record stays, so [`Self::finish`] keeps both instances and the swap gives nothing back:
+        // at worst the group keeps one instance more than they asked for, where taking their
+        // change for ours would take one away from them.
         self.finish(spot, group, policy, false).await
     }
 
