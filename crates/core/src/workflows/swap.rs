@@ -349,6 +349,7 @@ impl<C: Cloud> Swap<'_, C> {
         };
         if fresh.member(spot_id).is_some() {
             // Attached meanwhile by another delivery of this message.
+            self.past_attach.store(true, Relaxed);
             return self.finish(spot, fresh, policy, false).await;
         }
         let mut recorded = spot.clone();
