@@ -44,12 +44,13 @@ pub struct Faults {
     pub operator_after_next: Vec<(String, OperatorChange)>,
 }
 
-/// An operator or a scaling policy setting a group's sizes.
-#[derive(Debug, Clone)]
+/// An operator or a scaling policy setting a group's sizes, and an operator its tags.
+#[derive(Debug, Clone, Default)]
 pub struct OperatorChange {
     pub group: String,
     pub desired: Option<i32>,
     pub max: Option<i32>,
+    pub tags: Tags,
 }
 
 /// The account and everything that watches it, shared by the four functions' [`SimCloud`]s.
@@ -98,10 +99,11 @@ impl Sim {
         }
     }
 
-    /// An operator or a scaling policy sets a group's sizes, as Auto Scaling would take them; the
-    /// checker learns what the operator now expects.
+    /// An operator or a scaling policy sets a group's sizes, as Auto Scaling would take them (and
+    /// an operator its tags); the checker learns what the operator now expects.
     pub fn operator(&mut self, change: &OperatorChange) {
-        let OperatorChange { group, desired, max } = change;
+        let OperatorChange { group, desired, max, tags } = change;
+        self.world.groups.get_mut(group).expect("a group").tags.extend(tags.clone());
         if let Some(max) = *max {
             self.world.update_group(group, None, Some(max)).expect("a valid MaxSize");
         }

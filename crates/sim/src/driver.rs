@@ -864,14 +864,13 @@ impl Harness {
     /// An operator or a scaling policy sets desired capacity and/or MaxSize of `group` now (see
     /// [`Sim::operator`]).
     pub fn operator(&self, group: &str, desired: Option<i32>, max: Option<i32>) {
-        let change = OperatorChange { group: group.into(), desired, max };
+        let change = OperatorChange { group: group.into(), desired, max, ..Default::default() };
         self.sim.lock().unwrap_or_else(|e| e.into_inner()).operator(&change);
     }
 
     /// As [`Harness::operator`], right after the next call of `operation` is made, before
     /// anything else is called.
-    pub fn operator_after_next(&self, operation: &str, group: &str, desired: Option<i32>, max: Option<i32>) {
-        let change = OperatorChange { group: group.into(), desired, max };
+    pub fn operator_after_next(&self, operation: &str, change: OperatorChange) {
         self.sim.lock().unwrap_or_else(|e| e.into_inner()).faults.operator_after_next.push((operation.into(), change));
     }
 

@@ -6,6 +6,7 @@ use asg_core::domain::model::{
     Hook, InstanceState, Lifecycle, TAG_ATTACHED, TAG_HOLD, TAG_ORIGINAL_MAX, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use asg_core::domain::policy::TAG_MODE;
+use asg_sim::cloud::OperatorChange;
 use asg_sim::driver::{Harness, SPOT_QUEUE, SWAP_QUEUE};
 use asg_sim::world::{SimHook, World};
 use asg_sim::START;
@@ -91,6 +92,11 @@ fn attach_refused() -> (Harness, String, String) {
     }
     assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach was refused");
     (h, copy, old)
+}
+
+/// A scaling policy setting `group`'s desired capacity.
+fn sizes(group: &str, desired: i32) -> OperatorChange {
+    OperatorChange { group: group.into(), desired: Some(desired), ..Default::default() }
 }
 
 fn assert_clean(h: &Harness, violations: Vec<asg_sim::check::Violation>) {
@@ -311,7 +317,7 @@ fn a_scale_in_right_after_the_attach_is_not_taken_for_the_attach_and_nothing_is_
     let (copy, old) = copy_ready(&mut h);
     // The attach makes desired 3 (MaxSize raised to 3); before the swap reads the group again, a
     // scaling policy sets desired to 2, and the group scales in one of the three.
-    h.operator_after_next("autoscaling:AttachInstances", "web", Some(2), None);
+    h.operator_after_next("autoscaling:AttachInstances", sizes("web", 2));
     assert_eq!(h.deliver(SWAP_QUEUE), 1);
     let record = h.world(|w| w.instances[&copy].tags[TAG_ATTACHED].clone());
     assert_eq!(record.split(' ').nth(1), Some("3"), "the record stays the attach's: {record}");
@@ -338,7 +344,7 @@ fn a_scale_in_while_the_attach_is_prepared_is_counted_in_its_record() {
     // The swap reads desired 2 and raises MaxSize to 3 for its attach; a scaling policy then sets
     // desired to 1 before the attach. The read right before the attach records 2, and the retire
     // nets the copy out as it should.
-    h.operator_after_next("autoscaling:UpdateAutoScalingGroup", "web", Some(1), None);
+    h.operator_after_next("autoscaling:UpdateAutoScalingGroup", sizes("web", 1));
     swap_for(&mut h, 600, |_| {});
     h.scan();
     h.world(|w| {
@@ -355,6 +361,29 @@ fn a_scale_in_while_the_attach_is_prepared_is_counted_in_its_record() {
     }
     assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (2, 1));
     assert_clean(&h, h.at_rest());
+}
+
+#[test]
+fn a_group_opted_out_or_gone_to_dry_run_right_before_the_attach_gets_no_attach() {
+    for (key, value) in [("AsgOptimiser", "false"), (TAG_MODE, "dry-run")] {
+        let mut h = account();
+        let (copy, old) = copy_ready(&mut h);
+        // The operator tags the group after the swap's first read, before its attach.
+        let tags = [(key.to_string(), value.to_string())].into();
+        h.operator_after_next(
+            "autoscaling:UpdateAutoScalingGroup",
+            OperatorChange { group: "web".into(), tags, ..Default::default() },
+        );
+        swap_for(&mut h, 60, |_| {});
+        h.world(|w| {
+            let g = &w.groups["web"];
+            assert!(g.member(&copy).is_none(), "{key}={value}: never attached");
+            assert_eq!(g.desired, 2, "{key}={value}");
+            assert!(g.member(&old).is_some(), "{key}={value}");
+            assert!(w.instances[&copy].tags[TAG_ATTACHED].ends_with(" over"), "{key}={value}: the record says so");
+        });
+        assert_clean(&h, h.violations());
+    }
 }
 
 #[test]

@@ -352,6 +352,23 @@ impl<C: Cloud> Swap<'_, C> {
             self.past_attach.store(true, Relaxed);
             return self.finish(spot, fresh, policy, false).await;
         }
+        // Opted out, or gone to dry-run or disabled, since the first read: no attach. The record
+        // says the swap is over, and the scanner cleans up the copy (in dry-run, once the group
+        // leaves it) and the MaxSize raised for it.
+        let now_policy = GroupState::read(&fresh.tags, &self.config.policy).policy;
+        let stopped = match fresh.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
+            false => Some(Outcome::Dropped(format!(
+                "group {} is no longer opted in; the scanner will clean up {spot_id}",
+                fresh.name
+            ))),
+            true => paused(&now_policy, &fresh.name, &format!("swap {spot_id} in for {od}")),
+        };
+        if let Some(outcome) = stopped {
+            if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+                return self.failed("could not record on the copy that it is not attached", e);
+            }
+            return outcome;
+        }
         let mut recorded = spot.clone();
         if fresh.desired + 1 != record.desired {
             let record = Attached { desired: fresh.desired + 1, ..record };
