@@ -44,7 +44,11 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body:
         Err(why) => return Outcome::Rejected(why),
     };
     record_ids(&req.group, &req.old, Some(&req.new));
-    let swap = Swap { cloud, config, metrics, req: &req, now, past_attach: false.into(), transient: false.into() };
+    // Until this delivery reads the group, the message says whether the swap is past its attach:
+    // only a swap that has attached (or may have) re-sends itself to read everything again.
+    let past_attach = req.launched.is_none() || req.healthy_by.is_some();
+    let swap =
+        Swap { cloud, config, metrics, req: &req, now, past_attach: past_attach.into(), transient: false.into() };
     match swap.run().await {
         // A swap past its attach has a +1 in the group that only it nets out: a failure the
         // service may not repeat (throttling, a 5xx) re-sends it, its receive count starting
