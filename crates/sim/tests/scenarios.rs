@@ -161,6 +161,15 @@ fn swap_for(h: &mut Harness, seconds: i64, mut each: impl FnMut(&mut Harness)) {
     }
 }
 
+/// The scans go on, `rounds` times, and replace what is left to replace.
+fn scans_go_on(h: &mut Harness, rounds: usize) {
+    for _ in 0..rounds {
+        h.scan();
+        h.deliver(SPOT_QUEUE);
+        swap_for(h, 120, |_| {});
+    }
+}
+
 fn in_service(h: &Harness, id: &str) -> bool {
     h.world(|w| w.groups["web"].member(id).is_some_and(|m| m.lifecycle == Lifecycle::InService))
 }
@@ -302,11 +311,7 @@ fn a_scale_out_while_the_copy_is_attached_keeps_both_and_the_operators_sizes() {
         assert!(g.member(&copy).is_some() && g.member(&old).is_some(), "both stay; a later swap replaces the old one");
     });
     // The scans go on and replace the rest, the old instance among them.
-    for _ in 0..60 {
-        h.scan();
-        h.deliver(SPOT_QUEUE);
-        swap_for(&mut h, 120, |_| {});
-    }
+    scans_go_on(&mut h, 60);
     assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (4, 4));
     assert_clean(&h, h.at_rest());
 }
@@ -328,11 +333,7 @@ fn a_scale_in_right_after_the_attach_is_not_taken_for_the_attach_and_nothing_is_
         assert!(w.instances[&copy].tags[TAG_ATTACHED].ends_with(" over"), "the swap is over, with nothing given back");
         assert!(g.member(&old).is_some() || g.member(&copy).is_some());
     });
-    for _ in 0..30 {
-        h.scan();
-        h.deliver(SPOT_QUEUE);
-        swap_for(&mut h, 120, |_| {});
-    }
+    scans_go_on(&mut h, 30);
     assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (2, 2));
     assert_clean(&h, h.at_rest());
 }
@@ -354,11 +355,7 @@ fn a_scale_in_while_the_attach_is_prepared_is_counted_in_its_record() {
         assert_eq!(record.split(' ').nth(1), Some("2"), "the attach made 2: {record}");
         assert!(g.member(&old).is_none_or(|m| m.lifecycle.is_leaving()), "{old} retired");
     });
-    for _ in 0..30 {
-        h.scan();
-        h.deliver(SPOT_QUEUE);
-        swap_for(&mut h, 120, |_| {});
-    }
+    scans_go_on(&mut h, 30);
     assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (2, 1));
     assert_clean(&h, h.at_rest());
 }
@@ -508,11 +505,7 @@ fn a_raise_refused_leaves_no_claim_on_a_max_size_an_operator_sets_later() {
     swap_for(&mut h, 120, |_| {});
     assert!(in_service(&h, &copy) && !in_service(&h, &old), "the swap went on without a raise\n{}", h.trace());
     // The scans go on and replace the other instance, with a raise of their own and its give-back.
-    for _ in 0..20 {
-        h.scan();
-        h.deliver(SPOT_QUEUE);
-        swap_for(&mut h, 120, |_| {});
-    }
+    scans_go_on(&mut h, 20);
     assert_eq!(h.world(|w| w.groups["web"].max), 3, "the operator's MaxSize stands");
     assert_clean(&h, h.at_rest());
 }
