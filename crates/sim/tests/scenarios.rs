@@ -342,10 +342,10 @@ fn a_scale_in_right_after_the_attach_is_not_taken_for_the_attach_and_nothing_is_
 fn a_scale_in_while_the_attach_is_prepared_is_counted_in_its_record() {
     let mut h = account();
     let (copy, old) = copy_ready(&mut h);
-    // The swap reads desired 2 and raises MaxSize to 3 for its attach; a scaling policy then sets
-    // desired to 1 before the attach. The read right before the attach records 2, and the retire
-    // nets the copy out as it should.
-    h.operator_after_next("autoscaling:UpdateAutoScalingGroup", sizes("web", 1));
+    // The swap reads desired 2 and records 3 for its attach; a scaling policy then sets desired
+    // to 1 before the attach. The read before the raise and the attach records 2 (no raise is
+    // needed any more), and the retire nets the copy out as it should.
+    h.operator_after_next("ec2:CreateTags", sizes("web", 1));
     swap_for(&mut h, 600, |_| {});
     h.scan();
     h.world(|w| {
@@ -361,16 +361,30 @@ fn a_scale_in_while_the_attach_is_prepared_is_counted_in_its_record() {
 }
 
 #[test]
+fn a_max_size_an_operator_raises_while_the_attach_is_prepared_is_not_lowered_by_the_raise() {
+    let mut h = account();
+    let (copy, old) = copy_ready(&mut h);
+    // The swap reads desired == MaxSize == 2; after its record, an operator raises MaxSize to 5.
+    let change = OperatorChange { group: "web".into(), max: Some(5), ..Default::default() };
+    h.operator_after_next("ec2:CreateTags", change);
+    swap_for(&mut h, 600, |_| {});
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (5, 2), "the operator's MaxSize stands, no raise of ours recorded");
+        assert!(!g.tags.contains_key(TAG_ORIGINAL_MAX));
+        assert!(g.member(&copy).is_some() && g.member(&old).is_none_or(|m| m.lifecycle.is_leaving()), "swapped");
+    });
+    assert_clean(&h, h.violations());
+}
+
+#[test]
 fn a_group_opted_out_or_gone_to_dry_run_right_before_the_attach_gets_no_attach() {
     for (key, value) in [("AsgOptimiser", "false"), (TAG_MODE, "dry-run")] {
         let mut h = account();
         let (copy, old) = copy_ready(&mut h);
-        // The operator tags the group after the swap's first read, before its attach.
+        // The operator tags the group after the swap's first read (right after its record).
         let tags = [(key.to_string(), value.to_string())].into();
-        h.operator_after_next(
-            "autoscaling:UpdateAutoScalingGroup",
-            OperatorChange { group: "web".into(), tags, ..Default::default() },
-        );
+        h.operator_after_next("ec2:CreateTags", OperatorChange { group: "web".into(), tags, ..Default::default() });
         swap_for(&mut h, 60, |_| {});
         h.world(|w| {
             let g = &w.groups["web"];

@@ -322,30 +322,11 @@ impl<C: Cloud> Swap<'_, C> {
             Err(e) => return self.failed("could not read the group's other copies", e),
         }
 
-        // Mark the group first: a swap of ours may be attached here from now on, which lets a
-        // later step finish or undo it even if the group is opted out meanwhile. Then make room:
-        // AttachInstances fails when desired + 1 > MaxSize; what we raise is recorded in the same
-        // call, before the raise, so a crash here can be repaired by a scan.
-        let state = GroupState::read(&group.tags, &self.config.policy);
-        let mut marker = Tags::new();
-        if !state.swap_marked {
-            marker.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
-        }
-        if group.desired + 1 > group.max {
-            let (previous, to) = (state.original_max.clone().and_then(Result::ok), group.desired + 1);
-            let record = MaxRaise::next(previous, group.max, to);
-            if let Err(e) = set_max_recorded(self.cloud, &group.name, previous, record, to, marker).await {
-                return self.failed("could not mark the group and raise MaxSize before the attach", e);
-            }
-            info!(asg = %group.name, from = group.max, to, "raised MaxSize to attach");
-        } else if !marker.is_empty() {
-            if let Err(e) = self.cloud.tag_group(&group.name, &marker).await {
-                return self.failed("could not mark the group before the attach", e);
-            }
-        }
-        // The group once more, right before the attach: desired capacity moved by someone else
-        // since the first read is counted in the record now, leaving only the second of the
-        // attach itself in which their change cannot be told from ours (see below).
+        // The group once more, right before the room is made and the attach: the raise is made
+        // from its MaxSize (never one someone else set since the first read), and desired
+        // capacity moved by someone else since then is counted in the record now, leaving only
+        // the calls of the raise and the attach in which their change cannot be told from ours
+        // (see below).
         let fresh = match self.group().await {
             Ok(Some(g)) => g,
             Ok(None) => return Outcome::Dropped(format!("group {} vanished before the attach", self.req.group)),
@@ -358,7 +339,7 @@ impl<C: Cloud> Swap<'_, C> {
         }
         // Opted out, or gone to dry-run or disabled, since the first read: no attach. The record
         // says the swap is over, and the scanner cleans up the copy (in dry-run, once the group
-        // leaves it) and the MaxSize raised for it.
+        // leaves it).
         let now_policy = GroupState::read(&fresh.tags, &self.config.policy).policy;
         let stopped = match fresh.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
             false => Some(Outcome::Dropped(format!(
@@ -383,6 +364,27 @@ impl<C: Cloud> Swap<'_, C> {
             recorded.tags.extend(tag);
         }
         let spot = &recorded;
+        // Mark the group first: a swap of ours may be attached here from now on, which lets a
+        // later step finish or undo it even if the group is opted out meanwhile. Then make room:
+        // AttachInstances fails when desired + 1 > MaxSize; what we raise is recorded in the same
+        // call, before the raise, so a crash here can be repaired by a scan.
+        let state = GroupState::read(&fresh.tags, &self.config.policy);
+        let mut marker = Tags::new();
+        if !state.swap_marked {
+            marker.insert(TAG_SWAP_UNDER_WAY.to_string(), self.now.to_string());
+        }
+        if fresh.desired + 1 > fresh.max {
+            let (previous, to) = (state.original_max.clone().and_then(Result::ok), fresh.desired + 1);
+            let record = MaxRaise::next(previous, fresh.max, to);
+            if let Err(e) = set_max_recorded(self.cloud, &fresh.name, previous, record, to, marker).await {
+                return self.failed("could not mark the group and raise MaxSize before the attach", e);
+            }
+            info!(asg = %fresh.name, from = fresh.max, to, "raised MaxSize to attach");
+        } else if !marker.is_empty() {
+            if let Err(e) = self.cloud.tag_group(&fresh.name, &marker).await {
+                return self.failed("could not mark the group before the attach", e);
+            }
+        }
         self.past_attach.store(true, Relaxed);
         if let Err(e) = self.cloud.attach(&group.name, std::slice::from_ref(spot_id)).await {
             // A concurrent delivery may have attached it: the fresh read decides.
@@ -413,11 +415,11 @@ impl<C: Cloud> Swap<'_, C> {
         };
         info!(asg = %group.name, spot = %spot_id, desired = group.desired, "attached");
         // Desired capacity other than the record says (one above the value read right before):
-        // someone else set it in the second of the attach, and no read tells whether before it
-        // (their value then has our +1 on top) or after it (their value counts the copy in). The
-        // record stays, so [`Self::finish`] keeps both instances and the swap gives nothing back:
-        // at worst the group keeps one instance more than they asked for, where taking their
-        // change for ours would take one away from them.
+        // someone else set it in the seconds of the raise and the attach, and no read tells
+        // whether before it (their value then has our +1 on top) or after it (their value counts
+        // the copy in). The record stays, so [`Self::finish`] keeps both instances and the swap
+        // gives nothing back: at worst the group keeps one instance more than they asked for,
+        // where taking their change for ours would take one away from them.
         self.finish(spot, group, policy, false).await
     }
 
