@@ -796,17 +796,18 @@ impl<C: Cloud> Swap<'_, C> {
     /// Put MaxSize back once no other swap of this group needs the room; otherwise the last one
     /// (or the scanner) does.
     async fn restore_max(&self) {
-        let group = match self.group().await {
-            Ok(Some(g)) if g.tags.contains_key(TAG_ORIGINAL_MAX) => g,
-            _ => return,
-        };
+        // The copies first, the group last: the give-back is made from the freshest read of it.
         let copies = match self
             .cloud
-            .instances(&InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) }, LIVE)
+            .instances(&InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(self.req.group.clone()) }, LIVE)
             .await
         {
             Ok(s) => s,
             Err(e) => return warn!(error = %e, "could not check other swaps; the scanner will restore MaxSize"),
+        };
+        let group = match self.group().await {
+            Ok(Some(g)) if g.tags.contains_key(TAG_ORIGINAL_MAX) => g,
+            _ => return,
         };
         if busy(&group, &copies, self.since(&group)) {
             return info!(asg = %group.name, "other swaps under way; MaxSize restored later");
