@@ -797,6 +797,31 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Which of two functions running at once pauses right before a given call (see
+/// [`Harness::deliver_meanwhile`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Paused {
+    /// The batch of the queue delivered.
+    Batch,
+    /// The interruption handler.
+    Handler,
+}
+
+/// Polls `f` up to its call of `before` (each poll runs it up to its next call, which it makes
+/// on the next poll); its output if it ended first.
+fn run_until<F: Future + Unpin + ?Sized>(sim: &Mutex<Sim>, f: &mut F, before: &str) -> Option<F::Output> {
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = Pin::new(&mut *f).poll(&mut cx) {
+            return Some(out);
+        }
+        if sim.lock().unwrap_or_else(|e| e.into_inner()).next == before {
+            return None;
+        }
+    }
+}
+
 /// Scripted scenarios: the simulation's account, checker and handlers, driven one step at a
 /// time by a test instead of by a seed.
 pub struct Harness {
@@ -916,14 +941,15 @@ impl Harness {
         self.deliver_meanwhile(queue, None).0
     }
 
-    /// As [`Harness::deliver`]; and with `event` (`(operation, id, detail_type)`), right before
-    /// the batch calls `operation`, the interruption handler takes an EC2 event for `id` and runs
-    /// to its end: two functions in the same second, in an order that one after the other cannot
-    /// show. What the handler answered, if it ran.
+    /// As [`Harness::deliver`]; and with `event` (`(paused, operation, id, detail_type)`), the
+    /// interruption handler takes an EC2 event for `id` meanwhile: the `paused` one of the two
+    /// runs up to its call of `operation`, the other runs to its end there, then the first goes
+    /// on. Two functions in the same second, in an order that one after the other cannot show.
+    /// The records delivered, and what the handler answered, if it ran.
     pub fn deliver_meanwhile(
         &mut self,
         queue: &str,
-        event: Option<(&str, &str, &str)>,
+        event: Option<(Paused, &str, &str, &str)>,
     ) -> (usize, Option<Result<Value, String>>) {
         let deliveries = {
             let mut s = self.sim.lock().unwrap_or_else(|e| e.into_inner());
@@ -937,31 +963,38 @@ impl Harness {
         let event_of = |e: SqsEvent| LambdaEvent::new(e, LambdaContext::default());
         let batch = event_of(sqs_event(queue, &deliveries));
         let apps = &self.apps;
-        let batch: Pin<Box<dyn Future<Output = _> + '_>> = match queue == SPOT_QUEUE {
+        let mut batch: Pin<Box<dyn Future<Output = _> + '_>> = match queue == SPOT_QUEUE {
             true => Box::pin(spot_creator::handler(&apps.creator, batch)),
             false => Box::pin(swapper::handler(&apps.swapper, batch)),
         };
         let (response, answered) = match event {
             None => (block_on(batch), None),
-            Some((before, id, detail_type)) => {
-                let caller = self.sim.lock().unwrap_or_else(|e| e.into_inner()).caller.clone();
-                let waker = noop_waker();
-                let mut cx = Context::from_waker(&waker);
-                let mut batch = batch;
-                // Each poll runs the batch up to its next call, which it makes on the next poll.
-                let mut done = None;
-                loop {
-                    if let Poll::Ready(out) = batch.as_mut().poll(&mut cx) {
-                        done = Some(out);
-                        break;
+            Some((paused, before, id, detail_type)) => {
+                let sim = &self.sim;
+                let batch_caller = sim.lock().unwrap_or_else(|e| e.into_inner()).caller.clone();
+                let call_as = |caller: &str| sim.lock().unwrap_or_else(|e| e.into_inner()).caller = caller.into();
+                let event = LambdaEvent::new(warning(id, detail_type), LambdaContext::default());
+                let mut handler: Pin<Box<dyn Future<Output = _> + '_>> =
+                    Box::pin(interruption::handler(&apps.interruption, event));
+                let (response, answered) = match paused {
+                    Paused::Batch => {
+                        let done = run_until(sim, &mut batch, before);
+                        call_as("interruption");
+                        let answered = block_on(handler);
+                        call_as(&batch_caller);
+                        (done.unwrap_or_else(|| block_on(batch)), answered)
                     }
-                    if self.sim.lock().unwrap_or_else(|e| e.into_inner()).next == before {
-                        break;
+                    Paused::Handler => {
+                        call_as("interruption");
+                        let done = run_until(sim, &mut handler, before);
+                        call_as(&batch_caller);
+                        let response = block_on(batch);
+                        call_as("interruption");
+                        (response, done.unwrap_or_else(|| block_on(handler)))
                     }
-                }
-                let answered = self.event(id, detail_type);
-                self.sim.lock().unwrap_or_else(|e| e.into_inner()).caller = caller;
-                (done.unwrap_or_else(|| block_on(batch)), Some(answered))
+                };
+                call_as(&batch_caller);
+                (response, Some(answered.map_err(|e| e.to_string())))
             }
         };
         let response = response.expect("an SQS handler never fails its whole batch");
