@@ -7,7 +7,7 @@ use asg_core::domain::model::{
 };
 use asg_core::domain::policy::TAG_MODE;
 use asg_sim::cloud::OperatorChange;
-use asg_sim::driver::{Harness, SPOT_QUEUE, SWAP_QUEUE};
+use asg_sim::driver::{Harness, Paused, SPOT_QUEUE, SWAP_QUEUE};
 use asg_sim::world::{SimHook, World};
 use asg_sim::START;
 
@@ -483,7 +483,7 @@ fn a_rebalance_recommendation_mid_swap_is_the_swaps_to_roll_back_and_the_group_n
             w.target_groups.values_mut().flat_map(|ts| ts.iter_mut()).for_each(|(_, t)| t.until = now);
         });
         h.advance(60);
-        let event = (before, copy.as_str(), "EC2 Instance Rebalance Recommendation");
+        let event = (Paused::Batch, before, copy.as_str(), "EC2 Instance Rebalance Recommendation");
         let (_, answered) = h.deliver_meanwhile(SWAP_QUEUE, Some(event));
         let answered = answered.expect("the handler ran").expect("handled");
         assert!(answered.to_string().contains("marked"), "{answered}");
@@ -497,6 +497,39 @@ fn a_rebalance_recommendation_mid_swap_is_the_swaps_to_roll_back_and_the_group_n
         });
         assert_clean(&h, h.violations());
     }
+}
+
+#[test]
+fn a_copy_warned_before_its_attach_and_attached_in_that_moment_gives_back_its_plus_one() {
+    // The interruption handler reads a copy whose attach is recorded but not made, and
+    // terminates it; in the moment between the two, its swap attaches it (and waits for it to
+    // serve behind its target group). The handler used to mark the record over first, so the
+    // copy's death read as a swap netted out, and the +1 of the attach stayed for good (seed
+    // 4163: desired and MaxSize one above the operator's).
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+    });
+    let (copy, _) = copy_ready(&mut h);
+    h.throttle_next("autoscaling:AttachInstances");
+    while h.world(|w| !w.instances[&copy].tags.contains_key(TAG_ATTACHED)) {
+        assert!(h.deliver(SWAP_QUEUE) > 0, "the swap reaches its attach\n{}", h.trace());
+    }
+    h.advance(60);
+    let warning =
+        (Paused::Handler, "autoscaling:CreateOrUpdateTags", copy.as_str(), "EC2 Spot Instance Interruption Warning");
+    let (delivered, answered) = h.deliver_meanwhile(SWAP_QUEUE, Some(warning));
+    assert_eq!(delivered, 1);
+    let answered = answered.expect("the handler ran").expect("handled");
+    assert!(answered.to_string().contains("not attached yet"), "{answered}");
+    assert_eq!(h.world(|w| w.groups["web"].desired), 3, "attached in that moment\n{}", h.trace());
+    serve_for(&mut h, 15, None);
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 2), "the attach's +1 given back, MaxSize with it");
+    });
+    assert_clean(&h, h.violations());
 }
 
 /// Soak seeds 608 and 891: the raise before an attach is refused (throttled) after its record

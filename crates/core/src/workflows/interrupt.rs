@@ -143,8 +143,10 @@ pub async fn handle<C: Cloud>(
         // Launched but not attached yet: terminate it now, so the swapper cannot attach an
         // instance about to be reclaimed; the instance it was to replace stays.
         None if swap_unfinished => {
-            // (Its attach may have been recorded already: that attach never happens.)
-            mark(cloud, &instance, Some(Netting::Over)).await?;
+            // A record of its attach stays as it is: should the swap attach it in the moment
+            // between the read above and this call, it dies in the group, whose own tag on it
+            // then says that the +1 of the attach is its swap's to give back (see
+            // [`Attached::pending`]); dead outside the group, it counts as never attached.
             cloud.terminate(std::slice::from_ref(&id)).await?;
             format!("{id} was not attached yet: terminated, {replaced} kept")
         }
