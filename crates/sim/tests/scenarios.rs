@@ -532,6 +532,20 @@ fn a_copy_warned_before_its_attach_and_attached_in_that_moment_gives_back_its_pl
     assert_clean(&h, h.violations());
 }
 
+#[test]
+fn a_group_opted_out_mid_swap_whose_replaced_instance_left_gets_the_plus_one_back() {
+    // The copy waits to serve; the group is opted out and the instance it replaces leaves by
+    // another path (the world takes it, the group launches another). Nothing is left to roll
+    // back, and the swap used to drop there with the +1 of its attach in desired for good (seed
+    // 8401). It gives it back once the group has settled, as in an opted-in group.
+    let (mut h, _, old) = attached_and_waiting();
+    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("AsgOptimiser".into(), "false".into()));
+    h.lose(&old, false);
+    serve_for(&mut h, 20, None);
+    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach's +1 given back\n{}", h.trace());
+    assert_clean(&h, h.violations());
+}
+
 /// Soak seeds 608 and 891: the raise before an attach is refused (throttled) after its record
 /// is written; an operator then sets MaxSize to the very value the refused raise would have set,
 /// and the next delivery needs no raise. A record left claiming that value had the give-back

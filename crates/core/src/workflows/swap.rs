@@ -155,6 +155,12 @@ impl<C: Cloud> Swap<'_, C> {
             if attached && spot.is_live() && group.replaced_still_here(&spot) {
                 return self.roll_back(&spot, &group, format!("group {group_name} was opted out mid-swap")).await;
             }
+            // The instance it replaces left by another path: nothing to roll back, and the +1
+            // of the attach is given back once the group has settled, as in an opted-in group.
+            if attached && spot.is_live() && !spot.swap_over() && Attached::pending(&spot, &group) {
+                let what = format!("group {group_name} was opted out mid-swap, and {od} has left it");
+                return self.settle(&spot, &group, what).await;
+            }
             if died_attached {
                 return self.copy_gone(&spot, &group).await;
             }
