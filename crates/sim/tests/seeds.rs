@@ -250,3 +250,16 @@ fn seeds_8375_8745_a_rebalance_recommendation_in_a_group_opted_out_mid_swap() {
 fn seed_474_an_orphan_whose_attach_was_recorded_but_never_made() {
     assert_clean(run(474));
 }
+
+/// Two ways a +1 of ours stayed in desired capacity for good. 4163: the interruption handler read
+/// a copy not yet attached, marked its record over and terminated it, and in the moment between
+/// the read and the termination its swap attached it: its death read as a swap netted out. 8401:
+/// a group opted out while a copy waited to serve, the instance it replaced then taken by a Spot
+/// interruption: with nothing to roll back the swap was dropped. The handler now leaves the
+/// record as it is, and the swap settles as in an opted-in group.
+#[test]
+fn seeds_4163_8401_a_plus_one_left_by_a_warning_or_an_opt_out() {
+    for seed in [4163, 8401] {
+        assert_clean(run(seed));
+    }
+}
