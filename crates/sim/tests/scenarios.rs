@@ -546,6 +546,25 @@ fn a_group_opted_out_mid_swap_whose_replaced_instance_left_gets_the_plus_one_bac
     assert_clean(&h, h.violations());
 }
 
+#[test]
+fn a_retire_answered_by_a_server_error_after_it_was_made_is_marked_at_once() {
+    // The retire goes through and answers a 5xx. The swap used to leave it for the next
+    // delivery, and an operator who set desired to the value the open record names meanwhile had
+    // it taken back by one more (seed 3056: a give-back of a +1 the retire had netted out).
+    let mut h = account();
+    let (copy, _) = copy_ready(&mut h);
+    h.server_error_next("autoscaling:TerminateInstanceInAutoScalingGroup", true);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    let record = h.world(|w| w.instances[&copy].tags[TAG_ATTACHED].clone());
+    assert!(record.ends_with(" retire"), "the retire is marked by the same delivery: {record}\n{}", h.trace());
+    h.operator("web", Some(3), Some(3));
+    h.advance(400);
+    swap_for(&mut h, 600, |_| {});
+    h.scan();
+    assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (3, 3), "the operator's value stands");
+    assert_clean(&h, h.violations());
+}
+
 /// Soak seeds 608 and 891: the raise before an attach is refused (throttled) after its record
 /// is written; an operator then sets MaxSize to the very value the refused raise would have set,
 /// and the next delivery needs no raise. A record left claiming that value had the give-back

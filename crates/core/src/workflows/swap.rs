@@ -574,7 +574,16 @@ impl<C: Cloud> Swap<'_, C> {
         }
         // Through the group, so its termination lifecycle hooks (draining) run.
         if let Err(e) = self.cloud.terminate_in_group(od, true).await {
-            return self.failed("could not retire the replaced instance", e);
+            // No answer, or a 5xx: the retire may have been made. A fresh read that shows the
+            // instance on its way out and desired one lower says it was, and the mark follows
+            // now rather than at a later delivery (by then an operator may have set desired to
+            // the value the open record names, and the +1 would be given back twice).
+            let made = e.transient
+                && matches!(self.group().await, Ok(Some(g))
+                    if g.member(od).is_none_or(|m| m.lifecycle.is_leaving()) && g.desired == group.desired - 1);
+            if !made {
+                return self.failed("could not retire the replaced instance", e);
+            }
         }
         // After, not before: were the instance then to leave by itself, a mark written first
         // would take it for retired. A crash in between leaves no mark, and the next delivery
