@@ -2,9 +2,9 @@
 //! instance it replaces. Each step re-reads what it depends on, so the message can be delivered
 //! any number of times, or resumed after a crash, and do each change once:
 //! verify -> wait for readiness (by re-enqueueing, never sleeping) -> wait for the group's turn
-//! -> record the attach on the copy -> check the turn again -> make room -> attach -> wait until
-//! it is InService and healthy behind every load balancer of the group -> retire the replaced
-//! instance through the group -> put MaxSize back.
+//! -> record the attach on the copy -> check the turn again -> read the group again -> make room
+//! -> attach -> wait until it is InService and healthy behind every load balancer of the group
+//! -> retire the replaced instance through the group -> put MaxSize back.
 //!
 //! One attach of ours at a time per group (see [`Attached::holds_turn`]), so that desired
 //! capacity moves by our hand for one swap only. Desired capacity: the copy records the desired
