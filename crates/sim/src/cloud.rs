@@ -39,8 +39,8 @@ pub struct Faults {
     pub throttle_next: Vec<String>,
     /// Operations whose next call answers a 5xx, once each, having made its change or not.
     pub server_error_next: Vec<(String, bool)>,
-    /// Operations whose next call an operator follows at once, setting a group's desired
-    /// capacity and/or MaxSize before anything else is called (scripted scenarios).
+    /// Operations whose next call an operator follows at once, setting a group's sizes or tags
+    /// before anything else is called (scripted scenarios).
     pub operator_after_next: Vec<(String, OperatorChange)>,
 }
 

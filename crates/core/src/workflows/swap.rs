@@ -157,7 +157,7 @@ impl<C: Cloud> Swap<'_, C> {
             }
             // The instance it replaces left by another path: nothing to roll back, and the +1
             // of the attach is given back once the group has settled, as in an opted-in group.
-            if attached && spot.is_live() && !spot.swap_over() && Attached::pending(&spot, &group) {
+            if attached && spot.is_live() && Attached::pending(&spot, &group) {
                 let what = format!("group {group_name} was opted out mid-swap, and {od} has left it");
                 return self.settle(&spot, &group, what).await;
             }
