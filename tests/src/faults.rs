@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use asg_core::domain::model::{
-    Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Market, Tags, TemplateVersion,
+    Activity, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Market, Tags, TemplateVersion,
 };
 use asg_core::domain::pools::TypeInfo;
 use asg_core::domain::reserved::Reservation;
@@ -91,6 +91,9 @@ impl<C: Cloud> Cloud for Faulty<C> {
     }
     async fn lifecycle_hooks(&self, group: &str) -> Result<Vec<Hook>> {
         self.inner.lifecycle_hooks(group).await
+    }
+    async fn scaling_activities(&self, group: &str) -> Result<Vec<Activity>> {
+        self.inner.scaling_activities(group).await
     }
     async fn target_health(&self, target_group: &str, ids: &[String]) -> Result<BTreeMap<String, String>> {
         let mut states = self.inner.target_health(target_group, ids).await?;

@@ -995,3 +995,16 @@ async fn the_swapper_waits_for_the_target_group_and_a_group_with_a_launch_hook_i
     assert_eq!(p.account.group("deployed").await.spot().len(), 0, "the hooked group was not touched");
     assert!(p.violations.is_empty(), "{:#?}", p.violations);
 }
+
+#[tokio::test]
+async fn the_read_of_scaling_activities_is_accepted_and_its_answer_parsed() {
+    // The swapper reads a group's scaling activities on the rare path of an instance that left
+    // after its copy's attach (see the swap's `taken_by_a_scale_in`). moto answers the call with
+    // no activity (AWS keeps six weeks of them), which leaves the swap to today's give-back; the
+    // simulated account models the activities themselves.
+    let (_moto, p) = start(&[], &[("web", 1, 1, 2, true)]).await;
+    let activities = p.swapper.cloud.scaling_activities("web").await.expect("DescribeScalingActivities answered");
+    assert!(activities.iter().all(|a| !a.description.is_empty()), "{activities:?}");
+    let calls = p.swapper.calls.snapshot();
+    assert!(calls.iter().any(|(op, n)| op == "autoscaling:DescribeScalingActivities" && *n == 1), "{calls:?}");
+}

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use crate::domain::model::{Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion};
+use crate::domain::model::{
+    Activity, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion,
+};
 use crate::domain::pools::TypeInfo;
 use crate::domain::reserved::Reservation;
 use crate::error::AwsError;
@@ -107,6 +109,9 @@ pub trait Cloud: Send + Sync {
     fn interruption_notice(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// DescribeLifecycleHooks: the group's hooks, by transition.
     fn lifecycle_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<Hook>>> + Send;
+    /// DescribeScalingActivities: the group's newest activities (one page, up to 100), newest
+    /// first.
+    fn scaling_activities(&self, group: &str) -> impl Future<Output = Result<Vec<Activity>>> + Send;
     /// DescribeTargetHealth: the state of each of `ids` in the target group (`initial`,
     /// `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`); an id it does not list is
     /// left out.

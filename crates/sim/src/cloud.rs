@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use asg_core::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use asg_core::domain::model::{
-    Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion,
+    Activity, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Tags, TemplateVersion,
 };
 use asg_core::domain::pools::TypeInfo;
 use asg_core::domain::reserved::Reservation;
@@ -389,6 +389,11 @@ impl Cloud for SimCloud {
 
     async fn lifecycle_hooks(&self, group: &str) -> Result<Vec<Hook>> {
         self.call("autoscaling:DescribeLifecycleHooks", 1, group.to_string(), None, |w| w.lifecycle_hooks(group)).await
+    }
+
+    async fn scaling_activities(&self, group: &str) -> Result<Vec<Activity>> {
+        let op = "autoscaling:DescribeScalingActivities";
+        self.call(op, 1, group.to_string(), None, |w| w.scaling_activities(group)).await
     }
 
     async fn target_health(&self, target_group: &str, ids_: &[String]) -> Result<BTreeMap<String, String>> {

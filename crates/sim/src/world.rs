@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use asg_core::cloud::{GroupQuery, InstanceQuery, Outgoing, TypeQuery};
 use asg_core::domain::model::Launch;
 use asg_core::domain::model::{
-    Epoch, Group, Health, Hook, Instance, InstanceState, LaunchResult, LaunchSource, Lifecycle, Market, Member, Tags,
-    TemplateVersion,
+    rfc3339, Activity, Epoch, Group, Health, Hook, Instance, InstanceState, LaunchResult, LaunchSource, Lifecycle,
+    Market, Member, Tags, TemplateVersion,
 };
 use asg_core::domain::pools::TypeInfo;
 use asg_core::domain::reserved::Reservation;
@@ -45,6 +45,8 @@ const FLEET_TAG: &str = "aws:ec2:fleet-id";
 pub const MAX_TAGS: usize = 50;
 /// Seconds between a Spot interruption warning and the end of the instance.
 pub const WARNING_LEAD: Epoch = 120;
+/// DescribeScalingActivities: activities per page (its MaxRecords at most).
+pub const ACTIVITIES_PER_PAGE: usize = 100;
 
 /// How fast things happen in this account.
 #[derive(Debug, Clone)]
@@ -233,6 +235,9 @@ pub struct World {
     pub queues: BTreeMap<String, Queue>,
     /// Members a group chose to terminate when its desired capacity fell below its count.
     pub scale_in_victims: BTreeSet<String>,
+    /// Group name -> its scaling activities, oldest first: the newest
+    /// [`ACTIVITIES_PER_PAGE`], as many as one DescribeScalingActivities page holds.
+    pub activities: BTreeMap<String, Vec<Activity>>,
     /// CreateFleet ClientToken -> (the request it came with, the instance it launched).
     tokens: BTreeMap<String, (String, String, String)>,
     next_id: u64,
@@ -270,6 +275,7 @@ impl World {
             spot_capacity: BTreeMap::new(),
             queues: BTreeMap::new(),
             scale_in_victims: BTreeSet::new(),
+            activities: BTreeMap::new(),
             tokens: BTreeMap::new(),
             next_id: 0x10_0000,
         }
@@ -535,7 +541,10 @@ impl World {
             let instance_state = self.instances.get(&id).map(|i| i.state);
             let dead = !instance_state.is_some_and(|s| s.is_live());
             match m.lifecycle {
-                Lifecycle::Pending if dead => self.set_lifecycle(name, &id, Lifecycle::Terminating, Some(now)),
+                Lifecycle::Pending if dead => {
+                    self.record_termination(name, &id, "an instance was taken out of service in response to an EC2 health check indicating it has been terminated or stopped".into());
+                    self.set_lifecycle(name, &id, Lifecycle::Terminating, Some(now));
+                }
                 Lifecycle::Pending if instance_state == Some(InstanceState::Running) => {
                     if self.groups[name].has_hook(Hook::Launching) {
                         let takes = self.rng.range(self.timing.hook.0, self.timing.hook.1);
@@ -608,6 +617,11 @@ impl World {
             .map(|m| m.id.clone())
             .collect();
         for id in unhealthy {
+            let why = match self.instances.get(&id).is_some_and(|i| i.state.is_live()) {
+                true => "an instance was taken out of service in response to an ELB system health check failure",
+                false => "an instance was taken out of service in response to an EC2 health check indicating it has been terminated or stopped",
+            };
+            self.record_termination(name, &id, why.into());
             self.begin_termination(name, &id);
         }
         // Toward desired capacity.
@@ -616,12 +630,16 @@ impl World {
             return;
         }
         for _ in counted..desired {
-            self.group_launch(name);
+            let id = self.group_launch(name);
+            let why = format!("an instance was started in response to a difference between desired and actual capacity, increasing the capacity from {counted} to {desired}");
+            self.record_activity(name, format!("Launching a new EC2 instance: {id}"), why);
         }
         if counted > desired && !self.groups[name].suspended.iter().any(|p| p == "Terminate") {
             for _ in desired..counted {
                 match self.scale_in_victim(name) {
                     Some(id) => {
+                        let why = format!("an instance was taken out of service in response to a difference between desired and actual capacity, shrinking the capacity from {counted} to {desired}");
+                        self.record_termination(name, &id, why);
                         self.scale_in_victims.insert(id.clone());
                         self.begin_termination(name, &id);
                     }
@@ -642,6 +660,25 @@ impl World {
         if let Some(m) = self.groups.get_mut(group).and_then(|g| g.member_mut(id)) {
             m.unhealthy = true;
         }
+    }
+
+    /// A scaling activity of `group`, as DescribeScalingActivities will describe it.
+    fn record_activity(&mut self, group: &str, description: String, why: String) {
+        let cause = format!("At {} {why}.", rfc3339(self.now));
+        let activities = self.activities.entry(group.to_string()).or_default();
+        activities.push(Activity { start: self.now, description, cause });
+        if activities.len() > ACTIVITIES_PER_PAGE {
+            activities.remove(0);
+        }
+    }
+
+    fn record_termination(&mut self, group: &str, id: &str, why: String) {
+        self.record_activity(group, format!("Terminating EC2 instance: {id}"), why);
+    }
+
+    /// DescribeScalingActivities, one page: newest first.
+    pub fn scaling_activities(&self, group: &str) -> Result<Vec<Activity>, AwsError> {
+        Ok(self.activities.get(group).map(|a| a.iter().rev().cloned().collect()).unwrap_or_default())
     }
 
     /// Deregisters (the target drains), then Terminating: the hooks and the end follow.
@@ -1148,6 +1185,11 @@ impl World {
                 i.app = i.app && app;
             }
             self.register(group, id);
+            let why = format!(
+                "an instance was added in response to a user request, keeping the capacity at the new {}",
+                self.groups[group].desired
+            );
+            self.record_activity(group, format!("Attaching an existing EC2 instance: {id}"), why);
         }
         Ok(())
     }
@@ -1178,9 +1220,14 @@ impl World {
                 format!("Currently, desiredSize equals minSize ({}). Terminating instance without replacement will violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or lower group's min size.", g.min),
             ));
         }
+        let why = match decrement {
+            true => format!("instance {id} was taken out of service in response to a user request, shrinking the capacity from {} to {}", g.desired, g.desired - 1),
+            false => format!("instance {id} was taken out of service in response to a user request"),
+        };
         if decrement {
             self.groups.get_mut(&group).expect("group").desired -= 1;
         }
+        self.record_termination(&group, id, why);
         self.begin_termination(&group, id);
         Ok(())
     }
@@ -1208,6 +1255,15 @@ impl World {
             ));
         }
         let drain = if g.target_groups.is_empty() { 1 } else { self.timing.deregistration_delay.max(1) };
+        let why = match decrement {
+            true => format!(
+                "an instance was detached in response to a user request, shrinking the capacity from {} to {}",
+                g.desired,
+                g.desired - 1
+            ),
+            false => "an instance was detached in response to a user request, keeping the capacity".to_string(),
+        };
+        self.record_activity(group, format!("Detaching EC2 instance: {id}"), why);
         if decrement {
             self.groups.get_mut(group).expect("group").desired -= 1;
         }

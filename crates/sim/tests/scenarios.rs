@@ -546,6 +546,50 @@ fn a_group_opted_out_mid_swap_whose_replaced_instance_left_gets_the_plus_one_bac
     assert_clean(&h, h.violations());
 }
 
+/// `attached_and_waiting()`; then a scaling policy takes desired from 3 to 2, the group scales
+/// in `victim` (the copy, or the instance it replaces: the others are protected for that
+/// moment), and an operator sets desired to 3 and MaxSize to 4 seconds later. Before the swap read
+/// the group's scaling activities, it gave back a +1 the scale-in had taken already (seed 1821),
+/// and the group ended at 2.
+fn taken_by_a_scale_in_and_brought_back(copy_goes: bool) {
+    let (mut h, copy, old) = attached_and_waiting();
+    let victim = if copy_goes { copy.clone() } else { old.clone() };
+    let protect = |h: &Harness, on: bool| {
+        h.world(|w| {
+            let members = w.groups.get_mut("web").unwrap().members.iter_mut();
+            members.filter(|m| m.id != victim).for_each(|m| m.protected = on)
+        })
+    };
+    protect(&h, true);
+    h.operator("web", Some(2), None);
+    h.advance(1);
+    let leaving = h.world(|w| w.groups["web"].member(&victim).is_some_and(|m| m.lifecycle.is_leaving()));
+    assert!(leaving, "the scale-in takes {victim}\n{}", h.trace());
+    protect(&h, false);
+    h.advance(2);
+    h.operator("web", Some(3), Some(4));
+    serve_for(&mut h, 20, None);
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (4, 3), "the operator's sizes stand");
+        assert!(w.instances[&copy].tags[TAG_ATTACHED].ends_with(" over"), "the swap is over, nothing given back");
+        assert!(!g.tags.contains_key(TAG_ROLLOUT_PAUSED), "a scale-in is no sign that the copies do not serve");
+    });
+    scans_go_on(&mut h, 30);
+    assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (4, 3));
+    assert_clean(&h, h.at_rest());
+}
+
+#[test]
+fn a_copy_taken_by_a_scale_in_while_desired_goes_away_and_back_gives_nothing_back() {
+    taken_by_a_scale_in_and_brought_back(true);
+}
+
+#[test]
+fn a_replaced_instance_taken_by_a_scale_in_while_desired_goes_away_and_back_gives_nothing_back() {
+    taken_by_a_scale_in_and_brought_back(false);
+}
+
 #[test]
 fn a_retire_answered_by_a_server_error_after_it_was_made_is_marked_at_once() {
     // The retire goes through and answers a 5xx. The swap used to leave it for the next

@@ -26,8 +26,8 @@ use price_list::{PriceCache, PRICE_TTL};
 
 use crate::cloud::{Cloud, GroupQuery, InstanceQuery, Outgoing, Result, TypeQuery};
 use crate::domain::model::{
-    is_capacity_error, launch_failure, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult, Market,
-    Tags, TemplateVersion, TAG_AWS_GROUP,
+    is_capacity_error, launch_failure, Activity, Group, Health, Hook, Instance, InstanceState, Launch, LaunchResult,
+    Market, Tags, TemplateVersion, TAG_AWS_GROUP,
 };
 use crate::domain::pools::TypeInfo;
 use crate::domain::reserved::Reservation;
@@ -398,6 +398,26 @@ impl Cloud for AwsCloud {
                 "autoscaling:EC2_INSTANCE_LAUNCHING" => Some(Hook::Launching),
                 "autoscaling:EC2_INSTANCE_TERMINATING" => Some(Hook::Terminating),
                 _ => None,
+            })
+            .collect())
+    }
+
+    async fn scaling_activities(&self, group: &str) -> Result<Vec<Activity>> {
+        let out = self
+            .asg
+            .describe_scaling_activities()
+            .auto_scaling_group_name(group)
+            .max_records(100)
+            .send()
+            .await
+            .map_err(err("autoscaling:DescribeScalingActivities"))?;
+        Ok(out
+            .activities()
+            .iter()
+            .map(|a| Activity {
+                start: a.start_time().map_or(0, |t| t.secs()),
+                description: a.description().unwrap_or_default().to_string(),
+                cause: a.cause().unwrap_or_default().to_string(),
             })
             .collect())
     }

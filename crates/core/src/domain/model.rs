@@ -564,6 +564,38 @@ pub enum Hook {
     Terminating,
 }
 
+/// A scaling activity of a group, as DescribeScalingActivities reports it (newest first): when
+/// it started, what it did (`Terminating EC2 instance: i-...`) and why, both free text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Activity {
+    pub start: Epoch,
+    pub description: String,
+    pub cause: String,
+}
+
+impl Activity {
+    /// The desired capacity the group was shrinking to as it terminated `id`, by the cause of the
+    /// newest termination of `id` in `activities`, if that termination started after the second
+    /// `after` (one in that second or before may have come first). A scale-in says it ("...in
+    /// response to a difference between desired and actual capacity, shrinking the capacity from
+    /// 4 to 3"), as does a TerminateInstanceInAutoScalingGroup that decremented ("...in response
+    /// to a user request, shrinking the capacity from 4 to 3"); a replacement after a failed
+    /// health check does not. `None` as well when no activity names the termination of `id`
+    /// (older than what was read, or a service that keeps none) or its cause does not parse.
+    pub fn shrinking_to(activities: &[Activity], id: &str, after: Epoch) -> Option<i32> {
+        let terminated = |a: &&Activity| {
+            a.description.starts_with("Terminating EC2 instance")
+                && a.description.split(|c: char| c.is_whitespace() || c == ':' || c == ',').any(|w| w == id)
+        };
+        let a = activities.iter().find(terminated).filter(|a| a.start > after)?;
+        let (_, sizes) = a.cause.split_once("shrinking the capacity from ")?;
+        let mut words = sizes.split_whitespace();
+        let (_from, to, target) = (words.next()?, words.next()?, words.next()?);
+        (to == "to").then_some(())?;
+        target.trim_end_matches(['.', ',', ';']).parse().ok()
+    }
+}
+
 /// Readiness of an instance from DescribeInstanceStatus.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
@@ -712,6 +744,54 @@ mod tests {
         for bad in ["", "claim", "claim x", "later 5", "claim5", "claim 5 x", "skip 5 same-market"] {
             assert_eq!(Hold::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_termination_names_the_desired_capacity_it_shrank_to_when_its_cause_says_so_and_after_the_time_given() {
+        let a = |description: &str, cause: &str| Activity {
+            start: 10,
+            description: description.into(),
+            cause: cause.into(),
+        };
+        let scale_in = "At 2026-12-06T20:14:02Z a user request update of AutoScalingGroup constraints to min: 1, \
+            max: 6, desired: 3 changing the desired capacity from 4 to 3.  At 2026-12-06T20:14:05Z an instance was \
+            taken out of service in response to a difference between desired and actual capacity, shrinking the \
+            capacity from 4 to 3.";
+        let health = "At 2026-12-06T20:14:05Z an instance was taken out of service in response to an ELB system \
+            health check failure.";
+        let decremented = "At 2026-12-06T20:14:05Z instance i-1 was taken out of service in response to a user \
+            request, shrinking the capacity from 3 to 2.";
+        let kept = "At 2026-12-06T20:14:05Z instance i-1 was taken out of service in response to a user request.";
+        let launch = "At 2026-12-06T20:15:00Z an instance was started in response to a difference between desired \
+            and actual capacity, increasing the capacity from 3 to 4.";
+        for (activities, want) in [
+            (vec![a("Terminating EC2 instance: i-1", scale_in)], Some(3)),
+            (vec![a("Terminating EC2 instance: i-1", decremented)], Some(2)),
+            (vec![a("Terminating EC2 instance: i-1", health)], None),
+            (vec![a("Terminating EC2 instance: i-1", kept)], None),
+            (vec![a("Terminating EC2 instance: i-1", "... shrinking the capacity from four to three.")], None),
+            // The newest termination of i-1 decides; those of other instances count for nothing.
+            (
+                vec![
+                    a("Launching a new EC2 instance: i-3", launch),
+                    a("Terminating EC2 instance: i-1", health),
+                    a("Terminating EC2 instance: i-1", scale_in),
+                ],
+                None,
+            ),
+            (vec![a("Terminating EC2 instance: i-12", scale_in)], None),
+            (vec![a("Terminating EC2 instance: i-2", scale_in), a("Launching a new EC2 instance: i-1", launch)], None),
+            (vec![a("Detaching EC2 instance: i-1", kept)], None),
+            (vec![], None),
+        ] {
+            assert_eq!(Activity::shrinking_to(&activities, "i-1", 9), want, "{activities:?}");
+        }
+        // Started in the second `after` names, or before it: it may have come first.
+        let scaled_in = [a("Terminating EC2 instance: i-1", scale_in)];
+        assert_eq!(
+            (Activity::shrinking_to(&scaled_in, "i-1", 10), Activity::shrinking_to(&scaled_in, "i-1", 11)),
+            (None, None)
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::domain::drift::{drift, fingerprint, pause_value, Cause, TAG_ROLLOUT_PAUSED};
 use crate::domain::housekeeping::busy;
 use crate::domain::model::{
-    Attached, Epoch, Group, Health, Hook, Instance, Lifecycle, Market, MaxRaise, Netting, Tags, TAG_ATTACHED,
+    Activity, Attached, Epoch, Group, Health, Hook, Instance, Lifecycle, Market, MaxRaise, Netting, Tags, TAG_ATTACHED,
     TAG_GROUP, TAG_ORIGINAL_MAX, TAG_REBALANCE, TAG_REPLACES, TAG_SWAP_UNDER_WAY,
 };
 use crate::domain::policy::{Mode, Policy};
@@ -58,6 +58,11 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body:
         }
         outcome => outcome,
     }
+}
+
+/// Whether `copy` is live and a member of `group` not on its way out.
+fn in_group(copy: &Instance, group: &Group) -> bool {
+    copy.is_live() && group.member(&copy.id).is_some_and(|m| !m.lifecycle.is_leaving())
 }
 
 fn not_ready(id: &str, h: &Health) -> String {
@@ -447,9 +452,6 @@ impl<C: Cloud> Swap<'_, C> {
             return Outcome::Done(format!("the swap of {od} for {spot_id} is over"));
         }
         if spot_member.lifecycle.is_leaving() {
-            if self.left_unserved(spot, &group) {
-                self.pause(spot, &group, Cause::Unserved).await;
-            }
             return self.settle(spot, &group, format!("{spot_id} is {} in the group", spot_member.lifecycle)).await;
         }
         let attached_at = record.map_or(spot.launch_time, |r| r.at);
@@ -626,9 +628,6 @@ impl<C: Cloud> Swap<'_, C> {
         let netted = spot.attached().and_then(|r| r.netting).is_some_and(|n| n != Netting::Waiting);
         match spot.attached() {
             Some(_) if Attached::pending(spot, group) => {
-                if self.left_unserved(spot, group) {
-                    self.pause(spot, group, Cause::Unserved).await;
-                }
                 self.settle(spot, group, format!("{what} after its attach")).await
             }
             Some(_) if netted => {
@@ -662,6 +661,14 @@ impl<C: Cloud> Swap<'_, C> {
         }
         if let Some(outcome) = self.younger_first(spot, group, &what, false).await {
             return outcome;
+        }
+        if group.desired == record.desired {
+            if let Some(outcome) = self.taken_by_a_scale_in(spot, group, &what).await {
+                return outcome;
+            }
+            if self.left_unserved(spot, group) {
+                self.pause(spot, group, Cause::Unserved).await;
+            }
         }
         if group.desired != record.desired || record.desired - 1 < group.min {
             let why = match group.desired != record.desired {
@@ -710,12 +717,46 @@ impl<C: Cloud> Swap<'_, C> {
         Outcome::Done(format!("{what}; desired back to {}", record.desired - 1))
     }
 
+    /// Desired is what the attach made it, but it may have been away since and back (an operator
+    /// or a policy within seconds: 4 -> 3 -> 4), and a scale-in then took the instance that left
+    /// (the copy, or else the one it replaces). Desired moved since the attach, so there is
+    /// nothing to give back; no read of the group tells that from a member it replaced (which is
+    /// why a copy that left is otherwise taken for unserved). The group's record of the
+    /// termination tells: the desired capacity it shrank to, below the attach's, in a termination
+    /// that started after the second of the attach's record (one that started before may have
+    /// been counted in the record). Only for a leaver no swap of ours took out; the swap is then
+    /// over.
+    async fn taken_by_a_scale_in(&self, spot: &Instance, group: &Group, what: &str) -> Option<Outcome> {
+        let record = spot.attached().filter(|r| r.netting.is_none())?;
+        let leaver = if in_group(spot, group) { &self.req.old } else { &spot.id };
+        let to = match self.cloud.scaling_activities(&group.name).await {
+            Ok(activities) => Activity::shrinking_to(&activities, leaver, record.at).filter(|d| *d < record.desired)?,
+            Err(e) if e.transient => return Some(self.failed("could not read the group's scaling activities", e)),
+            // Not allowed or not understood: as before this read, the +1 is given back.
+            Err(e) => {
+                warn!(asg = %group.name, error = %e, "could not read the group's scaling activities; giving back the +1");
+                return None;
+            }
+        };
+        if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+            return Some(self.failed("could not record on the copy that its swap is over", e));
+        }
+        let why = format!(
+            "{what}; the group took {leaver} out shrinking to desired {to}, below the attach's {}: desired moved since the attach, nothing to give back",
+            record.desired
+        );
+        info!(asg = %group.name, desired = group.desired, reason = %why, "nothing to give back");
+        Some(Outcome::Done(why))
+    }
+
     /// Whether the copy, leaving or gone after its attach, left while this swap waited for it to
     /// serve behind the load balancers because it did not: taken out by the group as unhealthy
-    /// (desired still what its attach made it, so not a scale-in), not reclaimed by EC2. Every
-    /// copy of its configuration may do the same.
+    /// (desired still what its attach made it, and no scale-in took it: see
+    /// [`Self::taken_by_a_scale_in`]), not reclaimed by EC2. Every copy of its configuration may
+    /// do the same.
     fn left_unserved(&self, spot: &Instance, group: &Group) -> bool {
         self.req.healthy_by.is_some()
+            && !in_group(spot, group)
             && Attached::pending(spot, group)
             && Attached::decrements(spot, group.desired)
             && spot.state_reason.as_deref() != Some(SPOT_RECLAIMED)
