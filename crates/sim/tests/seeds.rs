@@ -111,6 +111,19 @@ fn seeds_552_608_643_891_max_size_records_and_a_disabled_group() {
     }
 }
 
+/// Found desired away and back while a copy waited to serve: a scaling policy lowered desired
+/// below what the attach made it, the group took the instance the copy replaces out, and desired
+/// came back up to the attach's value. The swap found the instance gone and desired as its attach
+/// made it, and gave back a +1 the scale-in had taken already: the group ended one below its
+/// operator's value (4/5/4 for 4/5/5). The swap now reads the group's scaling activities first
+/// (scenarios: `a_..._taken_by_a_scale_in_while_desired_goes_away_and_back_gives_nothing_back`).
+#[test]
+fn seeds_959_1179_1286_desired_away_and_back_while_a_scale_in_took_the_replaced_instance() {
+    for seed in [959, 1179, 1286] {
+        assert_clean(run(seed));
+    }
+}
+
 /// Found a scale-in racing the retire: the swapper read the group, then read the copy's Spot
 /// request and the group's other copies, and meanwhile a scaling policy set desired 5 -> 4 (the
 /// group took one instance out); the retire's decrement then took a second one, and the group
