@@ -546,28 +546,39 @@ fn a_group_opted_out_mid_swap_whose_replaced_instance_left_gets_the_plus_one_bac
     assert_clean(&h, h.violations());
 }
 
-/// `attached_and_waiting()`; then a scaling policy takes desired from 3 to 2, the group scales
-/// in `victim` (the copy, or the instance it replaces: the others are protected for that
-/// moment), and an operator sets desired to 3 and MaxSize to 4 seconds later. Before the swap read
-/// the group's scaling activities, it gave back a +1 the scale-in had taken already (seed 1821),
-/// and the group ended at 2.
-fn taken_by_a_scale_in_and_brought_back(copy_goes: bool) {
-    let (mut h, copy, old) = attached_and_waiting();
-    let victim = if copy_goes { copy.clone() } else { old.clone() };
+/// While a copy waits to serve (`attached_and_waiting()`, desired 3): a scaling policy takes
+/// desired from 3 to 2, the group scales in `victim` (the others are protected for that moment),
+/// and an operator sets desired to 3 and MaxSize to 4 two seconds later. Desired is what the
+/// attach made it again, but the +1 of the attach is no longer in it.
+fn away_and_back(h: &mut Harness, victim: &str) {
     let protect = |h: &Harness, on: bool| {
         h.world(|w| {
             let members = w.groups.get_mut("web").unwrap().members.iter_mut();
             members.filter(|m| m.id != victim).for_each(|m| m.protected = on)
         })
     };
-    protect(&h, true);
+    protect(h, true);
     h.operator("web", Some(2), None);
     h.advance(1);
-    let leaving = h.world(|w| w.groups["web"].member(&victim).is_some_and(|m| m.lifecycle.is_leaving()));
+    let leaving = h.world(|w| w.groups["web"].member(victim).is_some_and(|m| m.lifecycle.is_leaving()));
     assert!(leaving, "the scale-in takes {victim}\n{}", h.trace());
-    protect(&h, false);
+    protect(h, false);
     h.advance(2);
     h.operator("web", Some(3), Some(4));
+}
+
+/// The member of `attached_and_waiting()`'s group that is neither the copy nor the instance it
+/// replaces.
+fn bystander(h: &Harness, copy: &str, old: &str) -> String {
+    h.world(|w| w.groups["web"].members.iter().map(|m| m.id.clone()).find(|id| id != copy && id != old).unwrap())
+}
+
+/// `away_and_back`, the scale-in taking the copy or the instance it replaces. Before the swap
+/// read the group's scaling activities, it gave back a +1 the scale-in had taken already (seed
+/// 1821), and the group ended at 2.
+fn taken_by_a_scale_in_and_brought_back(copy_goes: bool) {
+    let (mut h, copy, old) = attached_and_waiting();
+    away_and_back(&mut h, if copy_goes { &copy } else { &old });
     serve_for(&mut h, 20, None);
     h.world(|w| {
         let g = &w.groups["web"];
@@ -588,6 +599,41 @@ fn a_copy_taken_by_a_scale_in_while_desired_goes_away_and_back_gives_nothing_bac
 #[test]
 fn a_replaced_instance_taken_by_a_scale_in_while_desired_goes_away_and_back_gives_nothing_back() {
     taken_by_a_scale_in_and_brought_back(false);
+}
+
+#[test]
+fn a_copy_that_dies_after_desired_went_away_and_back_gives_nothing_back() {
+    // The scale-in takes a third member; then the copy dies in the group (seed 10051: a copy
+    // handed back on a warning). Its +1 went with the scale-in.
+    let (mut h, copy, old) = attached_and_waiting();
+    let other = bystander(&h, &copy, &old);
+    away_and_back(&mut h, &other);
+    h.lose(&copy, false);
+    serve_for(&mut h, 20, None);
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (4, 3), "the operator's sizes stand");
+        assert!(w.instances[&copy].tags[TAG_ATTACHED].ends_with(" over"), "the swap is over, nothing given back");
+    });
+    assert_clean(&h, h.violations());
+}
+
+#[test]
+fn a_copy_rolled_back_after_desired_went_away_and_back_goes_without_a_decrement() {
+    // The scale-in takes a third member; then the copy never serves and is rolled back at its
+    // deadline (seed 8808: after an hour in dry-run). Its +1 went with the scale-in, so the roll-
+    // back must not take one more: the group launches an instance in its place.
+    let (mut h, copy, old) = attached_and_waiting();
+    let other = bystander(&h, &copy, &old);
+    away_and_back(&mut h, &other);
+    serve_for(&mut h, 20, Some(&copy));
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert!(g.member(&copy).is_none_or(|m| m.lifecycle.is_leaving()), "the copy is rolled back");
+        assert_eq!((g.max, g.desired), (4, 3), "the operator's sizes stand");
+        assert_eq!(g.member(&old).map(|m| m.lifecycle.clone()), Some(Lifecycle::InService), "the instance is kept");
+    });
+    assert_clean(&h, h.violations());
 }
 
 #[test]

@@ -574,25 +574,28 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// The desired capacity the group was shrinking to as it terminated `id`, by the cause of the
-    /// newest termination of `id` in `activities`, if that termination started after the second
-    /// `after` (one in that second or before may have come first). A scale-in says it ("...in
-    /// response to a difference between desired and actual capacity, shrinking the capacity from
-    /// 4 to 3"), as does a TerminateInstanceInAutoScalingGroup that decremented ("...in response
-    /// to a user request, shrinking the capacity from 4 to 3"); a replacement after a failed
-    /// health check does not. `None` as well when no activity names the termination of `id`
-    /// (older than what was read, or a service that keeps none) or its cause does not parse.
-    pub fn shrinking_to(activities: &[Activity], id: &str, after: Epoch) -> Option<i32> {
-        let terminated = |a: &&Activity| {
-            a.description.starts_with("Terminating EC2 instance")
-                && a.description.split(|c: char| c.is_whitespace() || c == ':' || c == ',').any(|w| w == id)
-        };
-        let a = activities.iter().find(terminated).filter(|a| a.start > after)?;
-        let (_, sizes) = a.cause.split_once("shrinking the capacity from ")?;
+    /// The desired capacity the group was shrinking to as this activity terminated an instance,
+    /// by its cause: a scale-in says it ("...in response to a difference between desired and
+    /// actual capacity, shrinking the capacity from 4 to 3"), as does a
+    /// TerminateInstanceInAutoScalingGroup that decremented ("...in response to a user request,
+    /// shrinking the capacity from 4 to 3"); a replacement after a failed health check, a launch
+    /// or an attach does not. `None` as well when the cause does not parse.
+    pub fn shrinking_to(&self) -> Option<i32> {
+        if !self.description.starts_with("Terminating EC2 instance") {
+            return None;
+        }
+        let (_, sizes) = self.cause.split_once("shrinking the capacity from ")?;
         let mut words = sizes.split_whitespace();
         let (_from, to, target) = (words.next()?, words.next()?, words.next()?);
         (to == "to").then_some(())?;
         target.trim_end_matches(['.', ',', ';']).parse().ok()
+    }
+
+    /// The lowest desired capacity a termination that started after the second `after` shrank
+    /// the group to ([`Activity::shrinking_to`]); one in that second or before it may have come
+    /// before what `after` is the time of.
+    pub fn lowest_since(activities: &[Activity], after: Epoch) -> Option<i32> {
+        activities.iter().filter(|a| a.start > after).filter_map(Activity::shrinking_to).min()
     }
 }
 
@@ -747,9 +750,9 @@ mod tests {
     }
 
     #[test]
-    fn a_termination_names_the_desired_capacity_it_shrank_to_when_its_cause_says_so_and_after_the_time_given() {
-        let a = |description: &str, cause: &str| Activity {
-            start: 10,
+    fn terminations_name_the_desired_capacity_they_shrank_to_when_their_cause_says_so() {
+        let a = |start: Epoch, description: &str, cause: &str| Activity {
+            start,
             description: description.into(),
             cause: cause.into(),
         };
@@ -764,34 +767,30 @@ mod tests {
         let kept = "At 2026-12-06T20:14:05Z instance i-1 was taken out of service in response to a user request.";
         let launch = "At 2026-12-06T20:15:00Z an instance was started in response to a difference between desired \
             and actual capacity, increasing the capacity from 3 to 4.";
-        for (activities, want) in [
-            (vec![a("Terminating EC2 instance: i-1", scale_in)], Some(3)),
-            (vec![a("Terminating EC2 instance: i-1", decremented)], Some(2)),
-            (vec![a("Terminating EC2 instance: i-1", health)], None),
-            (vec![a("Terminating EC2 instance: i-1", kept)], None),
-            (vec![a("Terminating EC2 instance: i-1", "... shrinking the capacity from four to three.")], None),
-            // The newest termination of i-1 decides; those of other instances count for nothing.
-            (
-                vec![
-                    a("Launching a new EC2 instance: i-3", launch),
-                    a("Terminating EC2 instance: i-1", health),
-                    a("Terminating EC2 instance: i-1", scale_in),
-                ],
-                None,
-            ),
-            (vec![a("Terminating EC2 instance: i-12", scale_in)], None),
-            (vec![a("Terminating EC2 instance: i-2", scale_in), a("Launching a new EC2 instance: i-1", launch)], None),
-            (vec![a("Detaching EC2 instance: i-1", kept)], None),
-            (vec![], None),
+        let terminating = "Terminating EC2 instance: i-1";
+        for (activity, want) in [
+            (a(10, terminating, scale_in), Some(3)),
+            (a(10, terminating, decremented), Some(2)),
+            (a(10, terminating, health), None),
+            (a(10, terminating, kept), None),
+            (a(10, terminating, "... shrinking the capacity from four to three."), None),
+            (a(10, terminating, "... shrinking the capacity from 4 3."), None),
+            (a(10, "Launching a new EC2 instance: i-3", launch), None),
+            (a(10, "Detaching EC2 instance: i-1", decremented), None),
         ] {
-            assert_eq!(Activity::shrinking_to(&activities, "i-1", 9), want, "{activities:?}");
+            assert_eq!(activity.shrinking_to(), want, "{activity:?}");
         }
-        // Started in the second `after` names, or before it: it may have come first.
-        let scaled_in = [a("Terminating EC2 instance: i-1", scale_in)];
-        assert_eq!(
-            (Activity::shrinking_to(&scaled_in, "i-1", 10), Activity::shrinking_to(&scaled_in, "i-1", 11)),
-            (None, None)
-        );
+        // Newest first, as the service lists them; only those after the second given count.
+        let activities = [
+            a(12, "Launching a new EC2 instance: i-3", launch),
+            a(11, terminating, health),
+            a(11, "Terminating EC2 instance: i-2", scale_in),
+            a(10, "Terminating EC2 instance: i-4", decremented),
+        ];
+        for (after, want) in [(9, Some(2)), (10, Some(3)), (11, None), (12, None)] {
+            assert_eq!(Activity::lowest_since(&activities, after), want, "after {after}");
+        }
+        assert_eq!(Activity::lowest_since(&[], 0), None);
     }
 
     #[test]

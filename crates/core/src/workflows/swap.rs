@@ -60,11 +60,6 @@ pub async fn swap<C: Cloud>(cloud: &C, config: &Config, metrics: &Metrics, body:
     }
 }
 
-/// Whether `copy` is live and a member of `group` not on its way out.
-fn in_group(copy: &Instance, group: &Group) -> bool {
-    copy.is_live() && group.member(&copy.id).is_some_and(|m| !m.lifecycle.is_leaving())
-}
-
 fn not_ready(id: &str, h: &Health) -> String {
     format!("{id} has not passed its status checks (state {}, system {}, instance {})", h.state, h.system, h.instance)
 }
@@ -663,8 +658,20 @@ impl<C: Cloud> Swap<'_, C> {
             return outcome;
         }
         if group.desired == record.desired {
-            if let Some(outcome) = self.taken_by_a_scale_in(spot, group, &what).await {
-                return outcome;
+            match self.moved_since_attach(spot, group).await {
+                Ok(None) => {}
+                Ok(Some(low)) => {
+                    if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
+                        return self.failed("could not record on the copy that its swap is over", e);
+                    }
+                    let why = format!(
+                        "{what}; desired went down to {low} since the attach and back to {}: someone else's value, nothing to give back",
+                        record.desired
+                    );
+                    info!(asg = %group.name, desired = group.desired, reason = %why, "nothing to give back");
+                    return Outcome::Done(why);
+                }
+                Err(outcome) => return outcome,
             }
             if self.left_unserved(spot, group) {
                 self.pause(spot, group, Cause::Unserved).await;
@@ -717,46 +724,38 @@ impl<C: Cloud> Swap<'_, C> {
         Outcome::Done(format!("{what}; desired back to {}", record.desired - 1))
     }
 
-    /// Desired is what the attach made it, but it may have been away since and back (an operator
-    /// or a policy within seconds: 4 -> 3 -> 4), and a scale-in then took the instance that left
-    /// (the copy, or else the one it replaces). Desired moved since the attach, so there is
-    /// nothing to give back; no read of the group tells that from a member it replaced (which is
-    /// why a copy that left is otherwise taken for unserved). The group's record of the
-    /// termination tells: the desired capacity it shrank to, below the attach's, in a termination
-    /// that started after the second of the attach's record (one that started before may have
-    /// been counted in the record). Only for a leaver no swap of ours took out; the swap is then
-    /// over.
-    async fn taken_by_a_scale_in(&self, spot: &Instance, group: &Group, what: &str) -> Option<Outcome> {
-        let record = spot.attached().filter(|r| r.netting.is_none())?;
-        let leaver = if in_group(spot, group) { &self.req.old } else { &spot.id };
-        let to = match self.cloud.scaling_activities(&group.name).await {
-            Ok(activities) => Activity::shrinking_to(&activities, leaver, record.at).filter(|d| *d < record.desired)?,
-            Err(e) if e.transient => return Some(self.failed("could not read the group's scaling activities", e)),
-            // Not allowed or not understood: as before this read, the +1 is given back.
-            Err(e) => {
-                warn!(asg = %group.name, error = %e, "could not read the group's scaling activities; giving back the +1");
-                return None;
-            }
+    /// Whether desired, what the attach made it now, went below that since the attach and came
+    /// back (an operator or a policy within seconds: 4 -> 3 -> 4): then the +1 of the attach is
+    /// no longer in it, and desired is someone else's value. No read of the group tells; the
+    /// group's scaling activities do: a termination that started after the second of the
+    /// attach's record (one before it may have been counted in the record) and shrank the group
+    /// below the attach's value. Read only on the rare paths that would net out the +1 without a
+    /// retire (a give-back, a roll-back), for an attach no swap of ours has netted out. `Some`
+    /// lowest capacity it went down to; `None` when it did not, or the activities do not say
+    /// (older than the newest page, a cause worded otherwise, a read refused: as before this
+    /// read, the +1 is netted out).
+    async fn moved_since_attach(&self, spot: &Instance, group: &Group) -> Result<Option<i32>, Outcome> {
+        let Some(record) = spot.attached().filter(|r| matches!(r.netting, None | Some(Netting::Out))) else {
+            return Ok(None);
         };
-        if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
-            return Some(self.failed("could not record on the copy that its swap is over", e));
+        match self.cloud.scaling_activities(&group.name).await {
+            Ok(activities) => Ok(Activity::lowest_since(&activities, record.at).filter(|d| *d < record.desired)),
+            Err(e) if e.transient => Err(self.failed("could not read the group's scaling activities", e)),
+            Err(e) => {
+                warn!(asg = %group.name, error = %e, "could not read the group's scaling activities; taken as unmoved");
+                Ok(None)
+            }
         }
-        let why = format!(
-            "{what}; the group took {leaver} out shrinking to desired {to}, below the attach's {}: desired moved since the attach, nothing to give back",
-            record.desired
-        );
-        info!(asg = %group.name, desired = group.desired, reason = %why, "nothing to give back");
-        Some(Outcome::Done(why))
     }
 
     /// Whether the copy, leaving or gone after its attach, left while this swap waited for it to
     /// serve behind the load balancers because it did not: taken out by the group as unhealthy
-    /// (desired still what its attach made it, and no scale-in took it: see
-    /// [`Self::taken_by_a_scale_in`]), not reclaimed by EC2. Every copy of its configuration may
+    /// (desired still what its attach made it, and never below it since: see
+    /// [`Self::moved_since_attach`]), not reclaimed by EC2. Every copy of its configuration may
     /// do the same.
     fn left_unserved(&self, spot: &Instance, group: &Group) -> bool {
         self.req.healthy_by.is_some()
-            && !in_group(spot, group)
+            && !(spot.is_live() && group.member(&spot.id).is_some_and(|m| !m.lifecycle.is_leaving()))
             && Attached::pending(spot, group)
             && Attached::decrements(spot, group.desired)
             && spot.state_reason.as_deref() != Some(SPOT_RECLAIMED)
@@ -979,11 +978,17 @@ impl<C: Cloud> Swap<'_, C> {
         if let Some(outcome) = self.younger_first(spot, group, &why, false).await {
             return outcome;
         }
-        // Desired moved since the attach: the copy is counted in someone else's value. If it
-        // serves, it stays (taking it out would leave the group short of their value until a
-        // replacement serves); if not, it goes without a decrement, and the group launches one
-        // that does.
-        let decrement = Attached::decrements(spot, group.desired);
+        // Desired moved since the attach (or away and back): the copy is counted in someone
+        // else's value. If it serves, it stays (taking it out would leave the group short of
+        // their value until a replacement serves); if not, it goes without a decrement, and the
+        // group launches one that does.
+        let mut decrement = Attached::decrements(spot, group.desired);
+        if decrement {
+            match self.moved_since_attach(spot, group).await {
+                Ok(low) => decrement = low.is_none(),
+                Err(outcome) => return outcome,
+            }
+        }
         if !decrement {
             let copy = std::slice::from_ref(spot_id);
             match self.unhealthy(&group.target_groups, &group.load_balancers, copy).await {
