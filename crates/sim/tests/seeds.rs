@@ -117,9 +117,13 @@ fn seeds_552_608_643_891_max_size_records_and_a_disabled_group() {
 /// made it, and gave back a +1 the scale-in had taken already: the group ended one below its
 /// operator's value (4/5/4 for 4/5/5). The swap now reads the group's scaling activities first
 /// (scenarios: `a_..._taken_by_a_scale_in_while_desired_goes_away_and_back_gives_nothing_back`).
+/// And the same with a third member taken: a copy handed back on a warning then gave back its
+/// +1 (10051), a roll-back after an hour in dry-run decremented (8808); scenarios:
+/// `a_copy_that_dies_after_desired_went_away_and_back_gives_nothing_back`,
+/// `a_copy_rolled_back_after_desired_went_away_and_back_goes_without_a_decrement`.
 #[test]
-fn seeds_959_1179_1286_desired_away_and_back_while_a_scale_in_took_the_replaced_instance() {
-    for seed in [959, 1179, 1286] {
+fn seeds_959_1179_1286_8808_10051_desired_away_and_back_while_a_copy_waited() {
+    for seed in [959, 1179, 1286, 8808, 10051] {
         assert_clean(run(seed));
     }
 }
