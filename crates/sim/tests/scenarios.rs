@@ -637,6 +637,34 @@ fn a_copy_rolled_back_after_desired_went_away_and_back_goes_without_a_decrement(
 }
 
 #[test]
+fn a_retire_after_desired_went_away_and_back_keeps_both_instances() {
+    // Desired goes down and back (a scale-in takes a third member), or up and back (the group
+    // launches one, then a MaxSize or desired change takes it back: seeds 7026, 17556), while the
+    // copy waits to serve. Desired is what the attach made it, but someone else's value: the
+    // retire used to decrement it, leaving the group one below.
+    for down in [true, false] {
+        let (mut h, copy, old) = attached_and_waiting();
+        if down {
+            let other = bystander(&h, &copy, &old);
+            away_and_back(&mut h, &other);
+        } else {
+            h.operator("web", Some(4), Some(4));
+            h.advance(2);
+            h.operator("web", Some(3), None);
+        }
+        serve_for(&mut h, 20, None);
+        h.world(|w| {
+            let g = &w.groups["web"];
+            assert_eq!((g.max, g.desired), (4, 3), "the operator's sizes stand (down: {down})");
+            assert!(w.instances[&copy].tags[TAG_ATTACHED].ends_with(" over"), "both stay; a later swap replaces");
+        });
+        scans_go_on(&mut h, 30);
+        assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (4, 3));
+        assert_clean(&h, h.violations());
+    }
+}
+
+#[test]
 fn a_retire_answered_by_a_server_error_after_it_was_made_is_marked_at_once() {
     // The retire goes through and answers a 5xx. The swap used to leave it for the next
     // delivery, and an operator who set desired to the value the open record names meanwhile had

@@ -584,19 +584,38 @@ impl Activity {
         if !self.description.starts_with("Terminating EC2 instance") {
             return None;
         }
-        let (_, sizes) = self.cause.split_once("shrinking the capacity from ")?;
-        let mut words = sizes.split_whitespace();
-        let (_from, to, target) = (words.next()?, words.next()?, words.next()?);
-        (to == "to").then_some(())?;
-        target.trim_end_matches(['.', ',', ';']).parse().ok()
+        target(&self.cause, "shrinking the capacity from ")
     }
 
-    /// The lowest desired capacity a termination that started after the second `after` shrank
-    /// the group to ([`Activity::shrinking_to`]); one in that second or before it may have come
-    /// before what `after` is the time of.
-    pub fn lowest_since(activities: &[Activity], after: Epoch) -> Option<i32> {
-        activities.iter().filter(|a| a.start > after).filter_map(Activity::shrinking_to).min()
+    /// The desired capacity the group was growing to as this activity launched an instance, by
+    /// its cause ("...in response to a difference between desired and actual capacity,
+    /// increasing the capacity from 3 to 4"); an attach does not count. `None` as well when the
+    /// cause does not parse.
+    pub fn increasing_to(&self) -> Option<i32> {
+        if !self.description.starts_with("Launching a new EC2 instance") {
+            return None;
+        }
+        target(&self.cause, "increasing the capacity from ")
     }
+
+    /// A desired capacity other than `desired` that the group shrank or grew to in an activity
+    /// that started after the second `after` (one in that second or before it may have come
+    /// before what `after` is the time of): below `desired` in a termination, above it in a
+    /// launch. A replacement of a member at the same desired capacity names `desired` itself.
+    pub fn moved_from(activities: &[Activity], desired: i32, after: Epoch) -> Option<i32> {
+        activities.iter().filter(|a| a.start > after).find_map(|a| {
+            a.shrinking_to().filter(|d| *d < desired).or_else(|| a.increasing_to().filter(|d| *d > desired))
+        })
+    }
+}
+
+/// `Y` in "<phrase>X to Y" within `cause`.
+fn target(cause: &str, phrase: &str) -> Option<i32> {
+    let (_, sizes) = cause.split_once(phrase)?;
+    let mut words = sizes.split_whitespace();
+    let (_from, to, target) = (words.next()?, words.next()?, words.next()?);
+    (to == "to").then_some(())?;
+    target.trim_end_matches(['.', ',', ';']).parse().ok()
 }
 
 /// Readiness of an instance from DescribeInstanceStatus.
@@ -780,17 +799,23 @@ mod tests {
         ] {
             assert_eq!(activity.shrinking_to(), want, "{activity:?}");
         }
-        // Newest first, as the service lists them; only those after the second given count.
+        assert_eq!(a(10, "Launching a new EC2 instance: i-3", launch).increasing_to(), Some(4));
+        assert_eq!(a(10, "Attaching an existing EC2 instance: i-3", launch).increasing_to(), None);
+        // Newest first, as the service lists them; only those after the second given count, and
+        // only a capacity other than the one given: a replacement names it.
         let activities = [
+            a(13, "Launching a new EC2 instance: i-5", launch.replace("3 to 4", "2 to 3").as_str()),
             a(12, "Launching a new EC2 instance: i-3", launch),
             a(11, terminating, health),
             a(11, "Terminating EC2 instance: i-2", scale_in),
             a(10, "Terminating EC2 instance: i-4", decremented),
         ];
-        for (after, want) in [(9, Some(2)), (10, Some(3)), (11, None), (12, None)] {
-            assert_eq!(Activity::lowest_since(&activities, after), want, "after {after}");
+        for (desired, after, want) in
+            [(3, 9, Some(4)), (3, 12, None), (4, 10, Some(3)), (4, 11, None), (3, 11, Some(4)), (4, 9, Some(3))]
+        {
+            assert_eq!(Activity::moved_from(&activities, desired, after), want, "desired {desired} after {after}");
         }
-        assert_eq!(Activity::lowest_since(&[], 0), None);
+        assert_eq!(Activity::moved_from(&[], 3, 0), None);
     }
 
     #[test]

@@ -560,6 +560,14 @@ impl<C: Cloud> Swap<'_, C> {
             let why = format!("retiring {od} would take {} below MinSize {}", group.name, group.min);
             return self.keep_both(spot, &group, why).await;
         }
+        match self.moved_since_attach(spot, &group).await {
+            Ok(None) => {}
+            Ok(Some(to)) => {
+                let why = format!("desired capacity of {} went to {to} since the attach and came back", group.name);
+                return self.keep_both(spot, &group, why).await;
+            }
+            Err(outcome) => return outcome,
+        }
         // The reads above take a few calls: the group once more, right before the decrement, so
         // that a scale-in meanwhile is not taken one instance further.
         match self.group().await {
@@ -665,7 +673,7 @@ impl<C: Cloud> Swap<'_, C> {
                         return self.failed("could not record on the copy that its swap is over", e);
                     }
                     let why = format!(
-                        "{what}; desired went down to {low} since the attach and back to {}: someone else's value, nothing to give back",
+                        "{what}; desired went to {low} since the attach and back to {}: someone else's value, nothing to give back",
                         record.desired
                     );
                     info!(asg = %group.name, desired = group.desired, reason = %why, "nothing to give back");
@@ -724,22 +732,22 @@ impl<C: Cloud> Swap<'_, C> {
         Outcome::Done(format!("{what}; desired back to {}", record.desired - 1))
     }
 
-    /// Whether desired, what the attach made it now, went below that since the attach and came
-    /// back (an operator or a policy within seconds: 4 -> 3 -> 4): then the +1 of the attach is
-    /// no longer in it, and desired is someone else's value. No read of the group tells; the
-    /// group's scaling activities do: a termination that started after the second of the
-    /// attach's record (one before it may have been counted in the record) and shrank the group
-    /// below the attach's value. Read only on the rare paths that would net out the +1 without a
-    /// retire (a give-back, a roll-back), for an attach no swap of ours has netted out. `Some`
-    /// lowest capacity it went down to; `None` when it did not, or the activities do not say
-    /// (older than the newest page, a cause worded otherwise, a read refused: as before this
-    /// read, the +1 is netted out).
+    /// Whether desired, what the attach made it now, was another value since the attach and came
+    /// back (an operator or a policy within seconds: 4 -> 3 -> 4, or 4 -> 5 -> 4): then the +1 of
+    /// the attach is no longer in it, and desired is someone else's value. No read of the group
+    /// tells; the group's scaling activities do: a termination that shrank the group below the
+    /// attach's value, or a launch that grew it above, started after the second of the attach's
+    /// record (one before it may have been counted in the record). Read right before each
+    /// decrement that nets out an attach no swap of ours has netted out yet: the retire, a
+    /// give-back, a roll-back. `Some` capacity it went to; `None` when it did not, or the
+    /// activities do not say (older than the newest page, a cause worded otherwise, a read
+    /// refused: as before this read, the +1 is netted out).
     async fn moved_since_attach(&self, spot: &Instance, group: &Group) -> Result<Option<i32>, Outcome> {
         let Some(record) = spot.attached().filter(|r| matches!(r.netting, None | Some(Netting::Out))) else {
             return Ok(None);
         };
         match self.cloud.scaling_activities(&group.name).await {
-            Ok(activities) => Ok(Activity::lowest_since(&activities, record.at).filter(|d| *d < record.desired)),
+            Ok(activities) => Ok(Activity::moved_from(&activities, record.desired, record.at)),
             Err(e) if e.transient => Err(self.failed("could not read the group's scaling activities", e)),
             Err(e) => {
                 warn!(asg = %group.name, error = %e, "could not read the group's scaling activities; taken as unmoved");
