@@ -16,6 +16,9 @@
 //! - CreateFleet draws from Spot pools that run dry, answers HTTP 200 with only `Errors[]`, keeps
 //!   ClientToken idempotency (`IdempotentParameterMismatch` for other parameters); a copy
 //!   launched with a customer-managed KMS key the caller may not use starts and dies;
+//! - each launch, attach, detach and termination of a group is a scaling activity whose cause
+//!   says why as AWS words it (a scale-in "shrinking the capacity from 4 to 3"); the newest 100
+//!   are described;
 //! - status checks pass after a delay, or never; Spot instances are interrupted two minutes
 //!   after a warning; an instance just launched is invisible to Describe and CreateTags for a
 //!   moment; a resource holds at most 50 tags.

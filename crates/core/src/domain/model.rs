@@ -574,14 +574,16 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// The desired capacity the group was shrinking to as this activity terminated an instance,
-    /// by its cause: a scale-in says it ("...in response to a difference between desired and
-    /// actual capacity, shrinking the capacity from 4 to 3"), as does a
-    /// TerminateInstanceInAutoScalingGroup that decremented ("...in response to a user request,
-    /// shrinking the capacity from 4 to 3"); a replacement after a failed health check, a launch
-    /// or an attach does not. `None` as well when the cause does not parse.
+    /// The desired capacity the group was shrinking to as this activity terminated or detached
+    /// an instance, by its cause: a scale-in says it ("...in response to a difference between
+    /// desired and actual capacity, shrinking the capacity from 4 to 3"), as do a
+    /// TerminateInstanceInAutoScalingGroup and a DetachInstances that decremented ("...in
+    /// response to a user request, shrinking the capacity from 4 to 3"); a replacement after a
+    /// failed health check, a launch or an attach does not. `None` as well when the cause does
+    /// not parse.
     pub fn shrinking_to(&self) -> Option<i32> {
-        if !self.description.starts_with("Terminating EC2 instance") {
+        let d = &self.description;
+        if !(d.starts_with("Terminating EC2 instance") || d.starts_with("Detaching EC2 instance")) {
             return None;
         }
         target(&self.cause, "shrinking the capacity from ")
@@ -795,7 +797,8 @@ mod tests {
             (a(10, terminating, "... shrinking the capacity from four to three."), None),
             (a(10, terminating, "... shrinking the capacity from 4 3."), None),
             (a(10, "Launching a new EC2 instance: i-3", launch), None),
-            (a(10, "Detaching EC2 instance: i-1", decremented), None),
+            (a(10, "Detaching EC2 instance: i-1", decremented), Some(2)),
+            (a(10, "Attaching an existing EC2 instance: i-1", decremented), None),
         ] {
             assert_eq!(activity.shrinking_to(), want, "{activity:?}");
         }

@@ -668,12 +668,12 @@ impl<C: Cloud> Swap<'_, C> {
         if group.desired == record.desired {
             match self.moved_since_attach(spot, group).await {
                 Ok(None) => {}
-                Ok(Some(low)) => {
+                Ok(Some(to)) => {
                     if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
                         return self.failed("could not record on the copy that its swap is over", e);
                     }
                     let why = format!(
-                        "{what}; desired went to {low} since the attach and back to {}: someone else's value, nothing to give back",
+                        "{what}; desired went to {to} since the attach and back to {}: someone else's value, nothing to give back",
                         record.desired
                     );
                     info!(asg = %group.name, desired = group.desired, reason = %why, "nothing to give back");
@@ -993,7 +993,7 @@ impl<C: Cloud> Swap<'_, C> {
         let mut decrement = Attached::decrements(spot, group.desired);
         if decrement {
             match self.moved_since_attach(spot, group).await {
-                Ok(low) => decrement = low.is_none(),
+                Ok(moved) => decrement = moved.is_none(),
                 Err(outcome) => return outcome,
             }
         }
