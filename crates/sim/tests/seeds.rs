@@ -128,6 +128,17 @@ fn seeds_959_1179_1286_8808_10051_desired_away_and_back_while_a_copy_waited() {
     }
 }
 
+/// Found by the first version of the scaling-activities read, which took any scale-in that
+/// started after the second of the attach's record for a move since the attach: a policy set
+/// desired 6 -> 5 as the swap started, the swap's read before the attach counted it (record 6),
+/// and the group's scale-in started a second later, still before the attach. The retire kept
+/// both instances, and the group ended one above (4/6/6 for 4/6/5). Only activities listed after
+/// the copy's own attach count now.
+#[test]
+fn seed_818_a_scale_in_decided_before_the_attach_is_no_move_since_it() {
+    assert_clean(run(818));
+}
+
 /// Found a scale-in racing the retire: the swapper read the group, then read the copy's Spot
 /// request and the group's other copies, and meanwhile a scaling policy set desired 5 -> 4 (the
 /// group took one instance out); the retire's decrement then took a second one, and the group

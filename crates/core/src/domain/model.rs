@@ -601,11 +601,16 @@ impl Activity {
     }
 
     /// A desired capacity other than `desired` that the group shrank or grew to in an activity
-    /// that started after the second `after` (one in that second or before it may have come
-    /// before what `after` is the time of): below `desired` in a termination, above it in a
-    /// launch. A replacement of a member at the same desired capacity names `desired` itself.
-    pub fn moved_from(activities: &[Activity], desired: i32, after: Epoch) -> Option<i32> {
-        activities.iter().filter(|a| a.start > after).find_map(|a| {
+    /// after the attach of `copy` (`activities` newest first, as the service lists them by start
+    /// time): below `desired` in a termination or detach, above it in a launch. A replacement of
+    /// a member at the same desired capacity names `desired` itself. `None` too when the attach
+    /// is not among `activities` (older than the page read): nothing tells what came after it.
+    pub fn moved_from(activities: &[Activity], desired: i32, copy: &str) -> Option<i32> {
+        let attach = activities.iter().position(|a| {
+            a.description.starts_with("Attaching an existing EC2 instance")
+                && a.description.split(|c: char| c.is_whitespace() || c == ':' || c == ',').any(|w| w == copy)
+        })?;
+        activities[..attach].iter().find_map(|a| {
             a.shrinking_to().filter(|d| *d < desired).or_else(|| a.increasing_to().filter(|d| *d > desired))
         })
     }
@@ -804,21 +809,35 @@ mod tests {
         }
         assert_eq!(a(10, "Launching a new EC2 instance: i-3", launch).increasing_to(), Some(4));
         assert_eq!(a(10, "Attaching an existing EC2 instance: i-3", launch).increasing_to(), None);
-        // Newest first, as the service lists them; only those after the second given count, and
+        // Newest first, as the service lists them; only those after the copy's attach count, and
         // only a capacity other than the one given: a replacement names it.
+        let attached = |copy: &str| a(10, &format!("Attaching an existing EC2 instance: {copy}"), "...");
         let activities = [
             a(13, "Launching a new EC2 instance: i-5", launch.replace("3 to 4", "2 to 3").as_str()),
+            attached("i-8"),
             a(12, "Launching a new EC2 instance: i-3", launch),
+            attached("i-7"),
             a(11, terminating, health),
             a(11, "Terminating EC2 instance: i-2", scale_in),
+            attached("i-6"),
             a(10, "Terminating EC2 instance: i-4", decremented),
+            attached("i-9"),
         ];
-        for (desired, after, want) in
-            [(3, 9, Some(4)), (3, 12, None), (4, 10, Some(3)), (4, 11, None), (3, 11, Some(4)), (4, 9, Some(3))]
-        {
-            assert_eq!(Activity::moved_from(&activities, desired, after), want, "desired {desired} after {after}");
+        for (desired, copy, want) in [
+            (3, "i-9", Some(4)),
+            (3, "i-6", Some(4)),
+            (3, "i-7", Some(4)),
+            (4, "i-9", Some(3)),
+            (4, "i-6", Some(3)),
+            (4, "i-7", None),
+            (3, "i-8", None),
+            (2, "i-8", Some(3)),
+            (3, "i-1", None),
+            (3, "i-", None),
+        ] {
+            assert_eq!(Activity::moved_from(&activities, desired, copy), want, "desired {desired} after {copy}");
         }
-        assert_eq!(Activity::moved_from(&[], 3, 0), None);
+        assert_eq!(Activity::moved_from(&[], 3, "i-9"), None);
     }
 
     #[test]

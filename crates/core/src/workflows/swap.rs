@@ -736,8 +736,8 @@ impl<C: Cloud> Swap<'_, C> {
     /// back (an operator or a policy within seconds: 4 -> 3 -> 4, or 4 -> 5 -> 4): then the +1 of
     /// the attach is no longer in it, and desired is someone else's value. No read of the group
     /// tells; the group's scaling activities do: a termination that shrank the group below the
-    /// attach's value, or a launch that grew it above, started after the second of the attach's
-    /// record (one before it may have been counted in the record). Read right before each
+    /// attach's value, or a launch that grew it above, listed after the copy's attach (one
+    /// before it may have been counted in the record). Read right before each
     /// decrement that nets out an attach no swap of ours has netted out yet: the retire, a
     /// give-back, a roll-back. `Some` capacity it went to; `None` when it did not, or the
     /// activities do not say (older than the newest page, a cause worded otherwise, a read
@@ -747,7 +747,7 @@ impl<C: Cloud> Swap<'_, C> {
             return Ok(None);
         };
         match self.cloud.scaling_activities(&group.name).await {
-            Ok(activities) => Ok(Activity::moved_from(&activities, record.desired, record.at)),
+            Ok(activities) => Ok(Activity::moved_from(&activities, record.desired, &spot.id)),
             Err(e) if e.transient => Err(self.failed("could not read the group's scaling activities", e)),
             Err(e) => {
                 warn!(asg = %group.name, error = %e, "could not read the group's scaling activities; taken as unmoved");
