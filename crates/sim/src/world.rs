@@ -1189,7 +1189,7 @@ impl World {
             }
             self.register(group, id);
             let why = format!(
-                "an instance was added in response to a user request, keeping the capacity at the new {}",
+                "an instance was added in response to user request. Keeping the capacity at the new {}",
                 self.groups[group].desired
             );
             self.record_activity(group, format!("Attaching an existing EC2 instance: {id}"), why);
