@@ -139,6 +139,16 @@ fn seed_818_a_scale_in_decided_before_the_attach_is_no_move_since_it() {
     assert_clean(run(818));
 }
 
+/// Found a copy the interruption handler handed back (`out`: detached without a decrement)
+/// while its swap, re-sent to read everything, was due: the copy still ran outside the group for
+/// its last minute, the swap took it for one still to attach, found the instance it replaces
+/// gone and dropped the message; its +1 stayed in desired (2/7/7 for 2/6/6). A handed-back copy
+/// now goes where a dead one does: its swap gives the +1 back once the group has settled.
+#[test]
+fn seed_4297_a_copy_handed_back_and_still_running() {
+    assert_clean(run(4297));
+}
+
 /// Found a scale-in racing the retire: the swapper read the group, then read the copy's Spot
 /// request and the group's other copies, and meanwhile a scaling policy set desired 5 -> 4 (the
 /// group took one instance out); the retire's decrement then took a second one, and the group

@@ -145,9 +145,11 @@ impl<C: Cloud> Swap<'_, C> {
             Err(outcome) => return outcome,
         };
         let attached = group.member(spot_id).is_some();
-        // A copy that died after its attach is no longer a member, but the +1 of its attach
-        // stays in desired until its swap gives it back.
-        let died_attached = !spot.is_live() && Attached::pending(&spot, &group);
+        // A copy that died after its attach, or that the interruption handler handed back
+        // (`out`: detached, it may run on for a minute), is no longer a member, but the +1 of its
+        // attach stays in desired until its swap gives it back.
+        let handed_back = !attached && spot.attached().is_some_and(|r| r.netting == Some(Netting::Out));
+        let died_attached = (!spot.is_live() || handed_back) && Attached::pending(&spot, &group);
         self.past_attach.store(attached || died_attached, Relaxed);
         if !group.opted_in(&self.config.opt_in_key, &self.config.opt_in_value) {
             // Opted out mid-swap: nothing goes on, and a copy already attached comes back out
@@ -179,7 +181,7 @@ impl<C: Cloud> Swap<'_, C> {
                 return outcome;
             }
         }
-        if !spot.is_live() {
+        if !spot.is_live() || handed_back {
             return self.copy_gone(&spot, &group).await;
         }
         if attached {
@@ -622,8 +624,9 @@ impl<C: Cloud> Swap<'_, C> {
         Outcome::Done(format!("{why}: {spot_id} stays in, {od} stays for a later swap"))
     }
 
-    /// The copy is not running: never attached, it is a failed replacement; attached, the group
-    /// replaces it, and the swap gives back the +1 of its attach once the group has settled.
+    /// The copy is not running, or was handed back by the interruption handler: never attached,
+    /// it is a failed replacement; attached, the group replaces it, and the swap gives back the
+    /// +1 of its attach once the group has settled.
     async fn copy_gone(&self, spot: &Instance, group: &Group) -> Outcome {
         let (od, spot_id) = (&self.req.old, &self.req.new);
         let reason = spot.state_reason.as_deref().unwrap_or("no state reason");
