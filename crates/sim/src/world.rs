@@ -669,7 +669,7 @@ impl World {
     fn record_activity(&mut self, group: &str, description: String, why: String) {
         let cause = format!("At {} {why}.", rfc3339(self.now));
         let activities = self.activities.entry(group.to_string()).or_default();
-        activities.push(Activity { start: self.now, description, cause });
+        activities.push(Activity { description, cause });
         if activities.len() > ACTIVITIES_PER_PAGE {
             activities.remove(0);
         }

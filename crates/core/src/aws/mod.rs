@@ -415,7 +415,6 @@ impl Cloud for AwsCloud {
             .activities()
             .iter()
             .map(|a| Activity {
-                start: a.start_time().map_or(0, |t| t.secs()),
                 description: a.description().unwrap_or_default().to_string(),
                 cause: a.cause().unwrap_or_default().to_string(),
             })

@@ -564,11 +564,10 @@ pub enum Hook {
     Terminating,
 }
 
-/// A scaling activity of a group, as DescribeScalingActivities reports it (newest first): when
-/// it started, what it did (`Terminating EC2 instance: i-...`) and why, both free text.
+/// A scaling activity of a group, as DescribeScalingActivities reports it (newest first, by
+/// start time): what it did (`Terminating EC2 instance: i-...`) and why, both free text.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Activity {
-    pub start: Epoch,
     pub description: String,
     pub cause: String,
 }
@@ -777,11 +776,7 @@ mod tests {
 
     #[test]
     fn terminations_name_the_desired_capacity_they_shrank_to_when_their_cause_says_so() {
-        let a = |start: Epoch, description: &str, cause: &str| Activity {
-            start,
-            description: description.into(),
-            cause: cause.into(),
-        };
+        let a = |description: &str, cause: &str| Activity { description: description.into(), cause: cause.into() };
         let scale_in = "At 2026-12-06T20:14:02Z a user request update of AutoScalingGroup constraints to min: 1, \
             max: 6, desired: 3 changing the desired capacity from 4 to 3.  At 2026-12-06T20:14:05Z an instance was \
             taken out of service in response to a difference between desired and actual capacity, shrinking the \
@@ -795,32 +790,32 @@ mod tests {
             and actual capacity, increasing the capacity from 3 to 4.";
         let terminating = "Terminating EC2 instance: i-1";
         for (activity, want) in [
-            (a(10, terminating, scale_in), Some(3)),
-            (a(10, terminating, decremented), Some(2)),
-            (a(10, terminating, health), None),
-            (a(10, terminating, kept), None),
-            (a(10, terminating, "... shrinking the capacity from four to three."), None),
-            (a(10, terminating, "... shrinking the capacity from 4 3."), None),
-            (a(10, "Launching a new EC2 instance: i-3", launch), None),
-            (a(10, "Detaching EC2 instance: i-1", decremented), Some(2)),
-            (a(10, "Attaching an existing EC2 instance: i-1", decremented), None),
+            (a(terminating, scale_in), Some(3)),
+            (a(terminating, decremented), Some(2)),
+            (a(terminating, health), None),
+            (a(terminating, kept), None),
+            (a(terminating, "... shrinking the capacity from four to three."), None),
+            (a(terminating, "... shrinking the capacity from 4 3."), None),
+            (a("Launching a new EC2 instance: i-3", launch), None),
+            (a("Detaching EC2 instance: i-1", decremented), Some(2)),
+            (a("Attaching an existing EC2 instance: i-1", decremented), None),
         ] {
             assert_eq!(activity.shrinking_to(), want, "{activity:?}");
         }
-        assert_eq!(a(10, "Launching a new EC2 instance: i-3", launch).increasing_to(), Some(4));
-        assert_eq!(a(10, "Attaching an existing EC2 instance: i-3", launch).increasing_to(), None);
+        assert_eq!(a("Launching a new EC2 instance: i-3", launch).increasing_to(), Some(4));
+        assert_eq!(a("Attaching an existing EC2 instance: i-3", launch).increasing_to(), None);
         // Newest first, as the service lists them; only those after the copy's attach count, and
         // only a capacity other than the one given: a replacement names it.
-        let attached = |copy: &str| a(10, &format!("Attaching an existing EC2 instance: {copy}"), "...");
+        let attached = |copy: &str| a(&format!("Attaching an existing EC2 instance: {copy}"), "...");
         let activities = [
-            a(13, "Launching a new EC2 instance: i-5", launch.replace("3 to 4", "2 to 3").as_str()),
+            a("Launching a new EC2 instance: i-5", launch.replace("3 to 4", "2 to 3").as_str()),
             attached("i-8"),
-            a(12, "Launching a new EC2 instance: i-3", launch),
+            a("Launching a new EC2 instance: i-3", launch),
             attached("i-7"),
-            a(11, terminating, health),
-            a(11, "Terminating EC2 instance: i-2", scale_in),
+            a(terminating, health),
+            a("Terminating EC2 instance: i-2", scale_in),
             attached("i-6"),
-            a(10, "Terminating EC2 instance: i-4", decremented),
+            a("Terminating EC2 instance: i-4", decremented),
             attached("i-9"),
         ];
         for (desired, copy, want) in [
