@@ -668,30 +668,21 @@ impl<C: Cloud> Swap<'_, C> {
         if let Some(outcome) = self.younger_first(spot, group, &what, false).await {
             return outcome;
         }
+        let mut moved = None;
         if group.desired == record.desired {
-            match self.moved_since_attach(spot, group).await {
-                Ok(None) => {}
-                Ok(Some(to)) => {
-                    if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
-                        return self.failed("could not record on the copy that its swap is over", e);
-                    }
-                    let why = format!(
-                        "{what}; desired went to {to} since the attach and back to {}: someone else's value, nothing to give back",
-                        record.desired
-                    );
-                    info!(asg = %group.name, desired = group.desired, reason = %why, "nothing to give back");
-                    return Outcome::Done(why);
-                }
+            moved = match self.moved_since_attach(spot, group).await {
+                Ok(moved) => moved,
                 Err(outcome) => return outcome,
-            }
-            if self.left_unserved(spot, group) {
+            };
+            if moved.is_none() && self.left_unserved(spot, group) {
                 self.pause(spot, group, Cause::Unserved).await;
             }
         }
-        if group.desired != record.desired || record.desired - 1 < group.min {
-            let why = match group.desired != record.desired {
-                true => "desired moved since the attach: nothing to give back",
-                false => "giving back the attach's +1 would go below MinSize",
+        if group.desired != record.desired || moved.is_some() || record.desired - 1 < group.min {
+            let why = match moved {
+                _ if group.desired != record.desired => "desired moved since the attach: nothing to give back".into(),
+                Some(to) => format!("desired went to {to} since the attach and came back: nothing to give back"),
+                None => "giving back the attach's +1 would go below MinSize".to_string(),
             };
             if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
                 return self.failed("could not record on the copy that its swap is over", e);
