@@ -500,6 +500,46 @@ fn a_rebalance_recommendation_mid_swap_is_the_swaps_to_roll_back_and_the_group_n
 }
 
 #[test]
+fn a_warning_read_while_the_swap_retires_takes_the_copy_out_without_a_second_decrement() {
+    // The copy serves and its swap is about to retire the instance it replaces when a Spot
+    // warning for the copy reaches the handler. The handler reads the group (that instance still
+    // there, desired what the attach made it); the swap retires it, decrementing; the handler
+    // then took the copy out with a decrement of its own, three calls after its read, and the
+    // group served one short for good (seed 17843). It reads the group again right before, sees
+    // the swap over, and takes the copy out without one: the group replaces it.
+    let (mut h, copy, old) = attached_and_waiting();
+    h.world(|w| {
+        let now = w.now;
+        w.target_groups.values_mut().flat_map(|ts| ts.iter_mut()).for_each(|(_, t)| t.until = now);
+    });
+    h.advance(60);
+    // EC2 warned just after the swap read the copy's Spot request (it shows no notice there):
+    // the copy is the world's to take, and the checker counts it so.
+    {
+        let mut s = h.sim.lock().unwrap();
+        let s = &mut *s;
+        s.check.doomed(&s.world, &copy);
+    }
+    let warning =
+        (Paused::Handler, "autoscaling:CreateOrUpdateTags", copy.as_str(), "EC2 Spot Instance Interruption Warning");
+    let (delivered, answered) = h.deliver_meanwhile(SWAP_QUEUE, Some(warning));
+    assert_eq!(delivered, 1);
+    answered.expect("the handler ran").expect("handled");
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert!(g.member(&old).is_none_or(|m| m.lifecycle.is_leaving()), "the swap retired {old}");
+        assert_eq!(g.desired, 2, "one decrement, the retire's\n");
+    });
+    h.lose(&copy, true);
+    serve_for(&mut h, 15, None);
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 2), "desired and MaxSize as they began");
+    });
+    assert_clean(&h, h.violations());
+}
+
+#[test]
 fn a_copy_warned_before_its_attach_and_attached_in_that_moment_gives_back_its_plus_one() {
     // The interruption handler reads a copy whose attach is recorded but not made, and
     // terminates it; in the moment between the two, its swap attaches it (and waits for it to

@@ -199,11 +199,27 @@ pub async fn handle<C: Cloud>(
 /// With a younger attach of ours in the group not netted out yet, it cannot tell (attaches are
 /// netted youngest first, see [`Attached::younger`]) and, on a warning, there is no time to wait:
 /// the copy goes without a decrement, and its swap gives back the +1 later, in turn. With
-/// `only_netted` (a recommendation), a copy whose +1 cannot be netted out now stays. Whether it
-/// was taken out.
+/// `only_netted` (a recommendation), a copy whose +1 cannot be netted out now stays. The group
+/// is read again right before: changed since the caller's read, the copy goes without a
+/// decrement (or, with `only_netted`, stays). Whether it was taken out.
 async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group, only_netted: bool) -> Result<bool, AwsError> {
     let query = InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) };
     let copies = cloud.instances(&query, ANY_STATE).await?;
+    // The group once more, right before the decrement: the reads and the back-off since the
+    // first read take a few calls, in which the swap may have retired the instance the copy
+    // replaces, with a decrement of its own. Whatever changed, the copy goes without one, as
+    // when a younger attach is pending: the group replaces it, and a +1 still owed is its
+    // swap's to give back.
+    let Some(fresh) = read_group(cloud, &group.name).await? else { return Ok(false) };
+    if (fresh.desired, fresh.min) != (group.desired, group.min) || !fresh.replaced_still_here(copy) {
+        let serving = fresh.member(&copy.id).is_some_and(|m| !m.lifecycle.is_leaving());
+        if only_netted || !serving {
+            return Ok(false);
+        }
+        cloud.terminate_in_group(&copy.id, false).await?;
+        return Ok(true);
+    }
+    let group = &fresh;
     let younger = !Attached::younger(copy, &copies, group).is_empty();
     let decrement = !younger && Attached::decrements(copy, group.desired) && group.desired > group.min;
     if only_netted && !decrement {
