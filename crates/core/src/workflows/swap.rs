@@ -571,9 +571,13 @@ impl<C: Cloud> Swap<'_, C> {
             Err(outcome) => return outcome,
         }
         // The reads above take a few calls: the group once more, right before the decrement, so
-        // that a scale-in meanwhile is not taken one instance further.
+        // that a scale-in meanwhile is not taken one instance further, nor a copy the
+        // interruption handler took out meanwhile (with a decrement of its own) left uncounted.
         match self.group().await {
-            Ok(Some(g)) if (g.desired, g.min) == (group.desired, group.min) && g.member(od) == group.member(od) => {}
+            Ok(Some(g))
+                if (g.desired, g.min) == (group.desired, group.min)
+                    && g.member(od) == group.member(od)
+                    && g.member(spot_id) == group.member(spot_id) => {}
             Ok(_) => {
                 return self.later(&format!("{} changed while the swap read it", group.name), &self.full_read()).await
             }
