@@ -149,6 +149,16 @@ fn seed_4297_a_copy_handed_back_and_still_running() {
     assert_clean(run(4297));
 }
 
+/// Found a Spot warning for a copy handled while its swap retired: the handler read the group
+/// (the replaced instance there, desired what the attach made it), the swap retired that
+/// instance with its decrement, and three calls after its read the handler took the copy out
+/// with a decrement of its own; the group served one short for good (4 for 5). The handler now
+/// reads the group again right before, sees the swap over, and takes the copy out without one.
+#[test]
+fn seed_17843_a_warning_handled_while_the_swap_retired() {
+    assert_clean(run(17843));
+}
+
 /// Found a scale-in racing the retire: the swapper read the group, then read the copy's Spot
 /// request and the group's other copies, and meanwhile a scaling policy set desired 5 -> 4 (the
 /// group took one instance out); the retire's decrement then took a second one, and the group
