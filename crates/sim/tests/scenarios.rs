@@ -577,13 +577,28 @@ fn a_group_opted_out_mid_swap_whose_replaced_instance_left_gets_the_plus_one_bac
     // The copy waits to serve; the group is opted out and the instance it replaces leaves by
     // another path (the world takes it, the group launches another). Nothing is left to roll
     // back, and the swap used to drop there with the +1 of its attach in desired for good (seed
-    // 8401). It gives it back once the group has settled, as in an opted-in group.
-    let (mut h, _, old) = attached_and_waiting();
-    h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("AsgOptimiser".into(), "false".into()));
-    h.lose(&old, false);
-    serve_for(&mut h, 20, None);
-    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach's +1 given back\n{}", h.trace());
-    assert_clean(&h, h.violations());
+    // 8401). It gives it back once the group has settled, as in an opted-in group. A scan in
+    // between used to take the group's swap marker away (the copy serves, the instance it
+    // replaces is gone: it saw no swap under way), and IAM then refused the give-back for good
+    // (seed 19948): a copy with its +1 still to give back keeps the marker.
+    for scan_between in [false, true] {
+        let (mut h, _, old) = attached_and_waiting();
+        h.world(|w| w.groups.get_mut("web").unwrap().tags.insert("AsgOptimiser".into(), "false".into()));
+        h.lose(&old, false);
+        if scan_between {
+            h.advance(60);
+            h.scan();
+            assert!(
+                h.world(|w| w.groups["web"].tags.contains_key(TAG_SWAP_UNDER_WAY)),
+                "the scan kept the swap marker\n{}",
+                h.trace()
+            );
+        }
+        serve_for(&mut h, 20, None);
+        let desired = h.world(|w| w.groups["web"].desired);
+        assert_eq!(desired, 2, "scan between: {scan_between}; the attach's +1 given back\n{}", h.trace());
+        assert_clean(&h, h.violations());
+    }
 }
 
 /// While a copy waits to serve (`attached_and_waiting()`, desired 3): a scaling policy takes

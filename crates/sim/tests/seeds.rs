@@ -149,6 +149,16 @@ fn seed_4297_a_copy_handed_back_and_still_running() {
     assert_clean(run(4297));
 }
 
+/// Found a swap marker taken while a serving copy's +1 was still to give back: the instance
+/// the copy replaced was taken out by the interruption handler (the group launched another),
+/// the group was opted out, and a scan saw a copy that serves and no instance to replace, so
+/// no swap under way, and removed the marker; IAM then refused every give-back (5/6/6 for
+/// 5/5/5). Such a copy now keeps its group busy.
+#[test]
+fn seed_19948_a_serving_copy_with_its_plus_one_to_give_back_keeps_the_marker() {
+    assert_clean(run(19948));
+}
+
 /// Found a Spot warning for a copy handled while its swap retired: the handler read the group
 /// (the replaced instance there, desired what the attach made it), the swap retired that
 /// instance with its decrement, and three calls after its read the handler took the copy out

@@ -184,15 +184,16 @@ pub fn stale_tags(
 }
 
 /// A swap of this group is under way: a live copy of ours for it is not attached yet, or is
-/// attached while the instance it replaces is still a member; or a copy died with the +1 of its
-/// attach still to give back (its swap needs the group's marker to, once the group is opted
-/// out): certainly while the instance it replaces is still a member (no retire was made), else
-/// for records made after `since` (see [`Attached::patience`]: a retire whose mark failed
-/// leaves a record open too).
+/// attached while the instance it replaces is still a member; or a copy, dead or serving, has
+/// the +1 of its attach still to give back (its swap needs the group's marker to, once the
+/// group is opted out; a serving one when the instance it replaces left by another path):
+/// certainly while the instance it replaces is still a member (no retire was made), else for
+/// records made after `since` (see [`Attached::patience`]: a retire whose mark failed leaves a
+/// record open too).
 pub fn busy(g: &Group, spots: &[Instance], since: Epoch) -> bool {
-    spots.iter().filter(|s| s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| match s.is_live() {
-        true => g.member(&s.id).is_none() || g.replaced_still_here(s),
-        false => Attached::pending(s, g) && (g.replaced_still_here(s) || s.attached().is_some_and(|r| r.at > since)),
+    spots.iter().filter(|s| s.tag(TAG_GROUP) == Some(g.name.as_str())).any(|s| {
+        let owed = Attached::pending(s, g) && (g.replaced_still_here(s) || s.attached().is_some_and(|r| r.at > since));
+        owed || (s.is_live() && (g.member(&s.id).is_none() || g.replaced_still_here(s)))
     })
 }
 
@@ -279,6 +280,9 @@ mod tests {
             (dead(in_group(copy("1800000000 3 over"))), false), // given back
             (dead(copy("1800000000 3 out")), true),             // handed back, +1 still there
             (copy("1800000000 3"), true),                       // live, not attached yet
+            // Serving while the instance it replaces left by another path (seed 19948).
+            (with_tag(spot("i-00000002", "web", "i-00000009", NOW - 600), TAG_ATTACHED, "1800000000 3"), true),
+            (with_tag(spot("i-00000002", "web", "i-00000009", NOW - 600), TAG_ATTACHED, "1800000000 3 over"), false),
         ];
         // The instance it replaces still a member: no retire was made, however old the record.
         let unfinished = dead(in_group(with_tag(spot("i-0000000b", "web", "i-00000001", NOW), TAG_ATTACHED, "1 3")));
@@ -292,7 +296,7 @@ mod tests {
                 c.tag(TAG_ATTACHED)
             );
             assert!(
-                !busy(&g, std::slice::from_ref(&c), 1_800_000_000) || c.is_live(),
+                !busy(&g, std::slice::from_ref(&c), 1_800_000_000) || (c.is_live() && g.member(&c.id).is_none()),
                 "a record too old counts for nothing once its instance left"
             );
         }
