@@ -216,6 +216,42 @@ fn a_copy_never_healthy_is_rolled_back_at_the_healthy_deadline() {
 }
 
 #[test]
+fn a_roll_back_whose_record_was_not_written_comes_back_to_write_it() {
+    // The copy never serves and is rolled back at the deadline, but the write of the roll-back
+    // on its record is throttled. The swap used to log that and end: the open record of a dead
+    // copy whose replaced instance stays kept the group busy for good, so neither its MaxSize
+    // raise nor its swap marker was ever given back (seed 12370; 16669 the same after a
+    // give-back). It comes back now, finds desired one below the attach's, and marks it over.
+    let mut h = account();
+    h.world(|w| {
+        w.add_target_group("web");
+        w.timing.target_healthy = (100_000, 100_000);
+        w.groups.get_mut("web").unwrap().tags.insert("asg-optimiser:healthy-deadline".into(), "300".into());
+    });
+    let (copy, old) = copy_ready(&mut h);
+    assert_eq!(h.deliver(SWAP_QUEUE), 1);
+    assert_eq!(h.world(|w| (w.groups["web"].max, w.groups["web"].desired)), (3, 3), "attached over a raise");
+    h.advance(300);
+    h.throttle_next("ec2:CreateTags");
+    h.deliver(SWAP_QUEUE);
+    let (rolled_back, record) = h.world(|w| {
+        let leaving = w.groups["web"].member(&copy).is_none_or(|m| m.lifecycle.is_leaving());
+        (leaving, w.instances[&copy].tags[TAG_ATTACHED].clone())
+    });
+    assert!(rolled_back, "the copy is rolled back\n{}", h.trace());
+    assert_eq!(record.split(' ').count(), 2, "its record is still open: {record}");
+    swap_for(&mut h, 900, |_| {});
+    h.scan();
+    h.world(|w| {
+        let g = &w.groups["web"];
+        assert_eq!((g.max, g.desired), (2, 2), "desired and MaxSize as they began");
+        assert!(!g.tags.contains_key(TAG_SWAP_UNDER_WAY), "no swap marker left: {:?}", g.tags);
+        assert!(g.member(&old).is_some(), "the instance is kept");
+    });
+    assert_clean(&h, h.violations());
+}
+
+#[test]
 fn a_group_with_a_launch_hook_is_left_alone_unless_its_tag_says_ignore() {
     let h = account();
     h.world(|w| w.groups.get_mut("web").unwrap().hooks.push(SimHook { kind: Hook::Launching, installs_app: false }));

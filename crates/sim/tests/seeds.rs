@@ -149,6 +149,17 @@ fn seed_4297_a_copy_handed_back_and_still_running() {
     assert_clean(run(4297));
 }
 
+/// Found a roll-back (12370) and a give-back (16669) whose mark on the copy's record was
+/// throttled: the swap logged it and ended, and the open record of a dead copy whose replaced
+/// instance stays kept the group busy for good. Its MaxSize raise was never given back (2/3/2
+/// for 2/2/2; 0/5/4 for 0/4/4). The swap now comes back to write the mark.
+#[test]
+fn seeds_12370_16669_a_netting_made_and_its_mark_not_written() {
+    for seed in [12370, 16669] {
+        assert_clean(run(seed));
+    }
+}
+
 /// Found a swap marker taken while a serving copy's +1 was still to give back: the instance
 /// the copy replaced was taken out by the interruption handler (the group launched another),
 /// the group was opted out, and a scan saw a copy that serves and no instance to replace, so

@@ -599,14 +599,15 @@ impl<C: Cloud> Swap<'_, C> {
         // After, not before: were the instance then to leave by itself, a mark written first
         // would take it for retired. A crash in between leaves no mark, and the next delivery
         // finds desired one below the attach's, so nothing to give back.
-        if let Err(e) = mark(self.cloud, spot, Some(Netting::Retire)).await {
-            warn!(error = %e, "could not record the retire on the copy");
-        }
+        let marked = mark(self.cloud, spot, Some(Netting::Retire)).await;
         info!(asg = %group.name, od = %od, spot = %spot_id, "swapped");
         self.metrics.incr(metrics::REPLACEMENTS_COMPLETED);
         // The read above was made after any raise of this swap, so it shows the tag if one is there.
         if group.tags.contains_key(TAG_ORIGINAL_MAX) {
             self.restore_max().await;
+        }
+        if let Err(e) = marked {
+            return self.unrecorded("retire", e);
         }
         Outcome::Done(format!("swapped {od} for {spot_id}"))
     }
@@ -722,11 +723,12 @@ impl<C: Cloud> Swap<'_, C> {
         }
         // After, not before: a crash in between must not leave the +1 for good (the next
         // delivery finds desired moved since the attach, and nothing to give back).
-        if let Err(e) = mark(self.cloud, spot, Some(Netting::Over)).await {
-            warn!(error = %e, "could not record the give-back on the copy");
-        }
+        let marked = mark(self.cloud, spot, Some(Netting::Over)).await;
         warn!(asg = %group.name, desired = record.desired - 1, reason = %what, "gave back the desired capacity our attach added");
         self.metrics.incr(if spot.is_live() { metrics::REPLACEMENTS_COMPLETED } else { metrics::REPLACEMENTS_FAILED });
+        if let Err(e) = marked {
+            return self.unrecorded("give-back", e);
+        }
         Outcome::Done(format!("{what}; desired back to {}", record.desired - 1))
     }
 
@@ -1015,12 +1017,25 @@ impl<C: Cloud> Swap<'_, C> {
             return self.failed("could not roll back the copy", e);
         }
         // After, as for a retire.
-        if let Err(e) = mark(self.cloud, spot, Some(Netting::RollBack)).await {
-            warn!(error = %e, "could not record the roll-back on the copy");
-        }
+        let marked = mark(self.cloud, spot, Some(Netting::RollBack)).await;
         warn!(spot = %spot_id, reason = %why, decrement, "rolled back: copy terminated through the group");
         self.metrics.incr(metrics::REPLACEMENTS_FAILED);
         self.restore_max().await;
-        set_aside(self.cloud, self.config, &self.req.old, self.now, format!("{why}; rolled back {spot_id}")).await
+        let outcome =
+            set_aside(self.cloud, self.config, &self.req.old, self.now, format!("{why}; rolled back {spot_id}")).await;
+        if let Err(e) = marked {
+            return self.unrecorded("roll-back", e);
+        }
+        outcome
+    }
+
+    /// A retire, give-back or roll-back made, its mark on the copy not written: the swap comes
+    /// back to write it. Left open, the record would keep the group busy for good (a dead copy
+    /// whose replaced instance stays), its MaxSize raised and its marker on. The next delivery
+    /// finds desired one below the attach's (or the activity that made it so) and marks the
+    /// swap over, giving nothing back twice.
+    fn unrecorded(&self, what: &str, e: crate::error::AwsError) -> Outcome {
+        warn!(error = %e, "could not record the {what} on the copy; the next delivery does");
+        self.failed(&format!("{what} made, its record on the copy not written"), e)
     }
 }
