@@ -201,7 +201,7 @@ pub async fn handle<C: Cloud>(
 /// the copy goes without a decrement, and its swap gives back the +1 later, in turn. With
 /// `only_netted` (a recommendation), a copy whose +1 cannot be netted out now stays. The group
 /// is read again right before: changed since the caller's read, the copy goes without a
-/// decrement (or, with `only_netted`, stays). Whether it was taken out.
+/// decrement (or, with `only_netted`, stays). Whether it was taken out (or is on its way out).
 async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group, only_netted: bool) -> Result<bool, AwsError> {
     let query = InstanceQuery::Tagged { key: TAG_GROUP.into(), value: Some(group.name.clone()) };
     let copies = cloud.instances(&query, ANY_STATE).await?;
@@ -213,11 +213,10 @@ async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group, only_netted: 
     let Some(fresh) = read_group(cloud, &group.name).await? else { return Ok(false) };
     if (fresh.desired, fresh.min) != (group.desired, group.min) || !fresh.replaced_still_here(copy) {
         let serving = fresh.member(&copy.id).is_some_and(|m| !m.lifecycle.is_leaving());
-        if only_netted || !serving {
-            return Ok(false);
+        if serving && !only_netted {
+            cloud.terminate_in_group(&copy.id, false).await?;
         }
-        cloud.terminate_in_group(&copy.id, false).await?;
-        return Ok(true);
+        return Ok(!serving || !only_netted);
     }
     let group = &fresh;
     let younger = !Attached::younger(copy, &copies, group).is_empty();
