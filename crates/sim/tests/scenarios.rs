@@ -617,6 +617,22 @@ fn a_group_opted_out_mid_swap_whose_replaced_instance_left_gets_the_plus_one_bac
     }
 }
 
+#[test]
+fn a_swap_lost_after_its_attach_whose_replaced_instance_left_is_resumed_to_give_back() {
+    // The copy waits to serve; its swap's message is lost (dead-lettered after crashes) and the
+    // instance it replaces leaves by another path (the group launches another). The scan
+    // resumed only a swap whose replaced instance is still there, and the +1 of the attach
+    // stayed for good (seed 2956). A copy with its +1 still to give back is resumed too.
+    let (mut h, copy, old) = attached_and_waiting();
+    assert_eq!(h.dead_letter(SWAP_QUEUE, &copy), 1);
+    h.lose(&old, false);
+    for _ in 0..40 {
+        serve_for(&mut h, 1, None);
+    }
+    assert_eq!(h.world(|w| w.groups["web"].desired), 2, "the attach's +1 given back\n{}", h.trace());
+    assert_clean(&h, h.violations());
+}
+
 /// While a copy waits to serve (`attached_and_waiting()`, desired 3): a scaling policy takes
 /// desired from 3 to 2, the group scales in `victim` (the others are protected for that moment),
 /// and an operator sets desired to 3 and MaxSize to 4 two seconds later. Desired is what the

@@ -149,6 +149,15 @@ fn seed_4297_a_copy_handed_back_and_still_running() {
     assert_clean(run(4297));
 }
 
+/// Found a swap lost after its attach (its message dead-lettered after three crashes) whose
+/// replaced instance was then terminated by someone else: the group launched another, and the
+/// scan resumed only swaps whose replaced instance was still there. The +1 of the attach stayed
+/// for good (2/5/5 for 2/4/4). A copy with its +1 still to give back is resumed too.
+#[test]
+fn seed_2956_a_lost_swap_with_its_plus_one_to_give_back_is_resumed() {
+    assert_clean(run(2956));
+}
+
 /// Found a roll-back (12370) and a give-back (16669) whose mark on the copy's record was
 /// throttled: the swap logged it and ended, and the open record of a dead copy whose replaced
 /// instance stays kept the group busy for good. Its MaxSize raise was never given back (2/3/2

@@ -27,8 +27,8 @@ pub struct Orphan {
     pub unmade_attach: Option<Attached>,
 }
 
-/// A swap whose copy was attached but whose replaced instance was never retired (the swapper's
-/// message was lost): to hand back to the swapper.
+/// A swap whose copy was attached but whose replaced instance was never retired, or whose +1 is
+/// still to give back (the swapper's message was lost): to hand back to the swapper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stalled {
     pub group: String,
@@ -92,7 +92,10 @@ pub fn housekeeping(input: &ScanInput) -> Housekeeping {
         let (group, old) = (s.tag(TAG_GROUP).unwrap_or_default(), s.tag(TAG_REPLACES).unwrap_or_default());
         if let Some(&attached_to) = member_of.get(s.id.as_str()) {
             let unfinished = known_groups.get(attached_to).is_some_and(|g| g.replaced_still_here(s));
-            if attached_to == group && unfinished && now - s.launch_time > input.orphan_deadline {
+            // Or the instance it replaces left by another path, the +1 of its attach still to
+            // give back: the swap settles that.
+            let owed = s.attached().is_some_and(|r| r.netting.is_none());
+            if attached_to == group && (unfinished || owed) && now - s.launch_time > input.orphan_deadline {
                 if is_dry(group) {
                     out.notes.push(format!("dry-run: would resume the stalled swap of {old} for {}", s.id));
                 } else {
@@ -348,6 +351,15 @@ mod tests {
             old.stalled,
             [Stalled { group: "web".into(), old: "i-00000001".into(), new: "i-0000000a".into(), market: Market::Spot }]
         );
+        // The instance it replaces gone by another path: resumed while the +1 of its attach is
+        // still to give back (seed 2956: its messages dead-lettered after crashes), not after.
+        let g = group("web", 3, vec![member("i-00000002", "InService"), member("i-0000000a", "InService")]);
+        let copy = |record: &str| with_tag(spot("i-0000000a", "web", "i-00000001", NOW - 5000), TAG_ATTACHED, record);
+        for (record, resumed) in [("1800000000 3", true), ("1800000000 3 over", false), ("1800000000 3 retire", false)]
+        {
+            let plan = plan_scan(&input(vec![g.clone()], vec![od("i-00000002", 1)], vec![copy(record)]));
+            assert_eq!(plan.stalled.len(), usize::from(resumed), "{record}");
+        }
     }
 
     #[test]
