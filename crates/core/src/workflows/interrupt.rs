@@ -215,6 +215,8 @@ async fn undo<C: Cloud>(cloud: &C, copy: &Instance, group: &Group, only_netted: 
         let serving = fresh.member(&copy.id).is_some_and(|m| !m.lifecycle.is_leaving());
         if serving && !only_netted {
             cloud.terminate_in_group(&copy.id, false).await?;
+            let why = "the group changed since the first read (its swap may have retired meanwhile)";
+            info!(asg = %group.name, new = %copy.id, "{why}: taken out without a decrement");
         }
         return Ok(!serving || !only_netted);
     }
